@@ -1,0 +1,244 @@
+"""Settings: one `ztml.yaml` plus `ZTML_*` environment variables, read with pydantic-settings.
+
+Where the file comes from: `ZTML_CONFIG`, else `./ztml.yaml`, else built-in defaults only.
+Environment variables win over the file (`ZTML_MLFLOW__TRACKING_URI`, `ZTML_POLICY__OPA_URL`,
+`ZTML_DEFAULT_ENVIRONMENT`, ...; nested keys use `__`).
+
+Environments are declared by name. `local`, `staging` and `production` always exist; whatever a
+file says about them is merged over the built-in definition, so a user only writes what differs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from mlflow_ztml.errors import ConfigError
+
+BUILTIN_ENVIRONMENTS = ("local", "staging", "production")
+RuntimeName = Literal["process", "docker", "kubernetes"]
+
+
+class Resources(BaseModel):
+    """Kubernetes-style resource quantities for one replica."""
+
+    model_config = ConfigDict(extra="forbid")
+    cpu: str = "500m"
+    memory: str = "512Mi"
+
+
+class InferenceDefaults(BaseModel):
+    """How a model runs in an environment unless the manifest or `-C` options say otherwise."""
+
+    model_config = ConfigDict(extra="forbid")
+    replicas: int = Field(default=1, ge=1)
+    resources: Resources = Field(default_factory=Resources)
+    gpu: int = Field(default=0, ge=0)
+    max_batch_size: int = Field(default=32, ge=1)
+    max_batch_delay_ms: float = Field(default=2.0, ge=0)
+
+
+class EnvironmentConfig(BaseModel):
+    """One target environment: where models run and which policy data judges them.
+
+    `policy_profile` names the built-in threshold set this environment starts from; an
+    environment that is not built in defaults to `production`, the strictest (fail closed).
+    `policy` holds overrides deep-merged over that profile, e.g.
+    `{"governance": {"min_accuracy": 0.9}}`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    runtime: RuntimeName = "process"
+    policy_profile: str | None = None
+    policy: dict[str, Any] = Field(default_factory=dict)
+    inference: InferenceDefaults = Field(default_factory=InferenceDefaults)
+
+
+class PolicyConfig(BaseModel):
+    """Which Rego engine decides, and where policies and data come from.
+
+    `engine: regorus` evaluates in-process. `engine: opa` asks an OPA server at `opa_url`;
+    with `opa_mode: load` ztml pushes its policies and data there first, with `opa_mode: query`
+    it trusts what the server already serves (policies managed by a bundle server, say).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    engine: Literal["regorus", "opa"] = "regorus"
+    opa_url: str | None = None
+    opa_mode: Literal["load", "query"] = "load"
+    opa_timeout_seconds: float = Field(default=5.0, gt=0)
+    policy_dir: Path | None = None
+    data_files: list[Path] = Field(default_factory=list)
+
+
+class EvidenceMapping(BaseModel):
+    """How MLflow names map onto manifest fields.
+
+    `metrics`: manifest metric name -> MLflow metric (or tag) names tried in order.
+    `fairness_prefixes` / `drift_prefixes`: metrics or tags whose names start with one of these
+    are fairness / drift values (the rest of the name is the key). `fairness_aliases` maps
+    common spellings onto the names the policies know.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    metrics: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "accuracy": ["accuracy", "accuracy_score", "acc", "val_accuracy", "test_accuracy"],
+            "f1_score": ["f1_score", "f1", "f1-score", "val_f1", "test_f1"],
+            "precision": ["precision", "precision_score"],
+            "recall": ["recall", "recall_score"],
+            "roc_auc": ["roc_auc", "auc", "roc_auc_score"],
+            "log_loss": ["log_loss", "logloss"],
+            "rmse": ["rmse", "root_mean_squared_error"],
+            "mae": ["mae", "mean_absolute_error"],
+            "r2": ["r2", "r2_score"],
+        }
+    )
+    fairness_prefixes: list[str] = Field(default_factory=lambda: ["fairness.", "fairness_"])
+    drift_prefixes: list[str] = Field(default_factory=lambda: ["drift.", "drift_"])
+    fairness_aliases: dict[str, str] = Field(
+        default_factory=lambda: {
+            "demographic_parity": "demographic_parity_difference",
+            "dp": "demographic_parity_difference",
+            "equalized_odds": "equalized_odds_difference",
+            "eo": "equalized_odds_difference",
+        }
+    )
+
+
+class MlflowConfig(BaseModel):
+    """How ztml talks to MLflow. `tracking_uri` falls back to `MLFLOW_TRACKING_URI`."""
+
+    model_config = ConfigDict(extra="forbid")
+    tracking_uri: str | None = None
+    registry_uri: str | None = None
+    request_timeout_seconds: int = Field(default=10, ge=1)
+    request_max_retries: int = Field(default=2, ge=0)
+    audit_experiment: str = "ztml-deployments"
+
+
+def _builtin_environments() -> dict[str, dict[str, Any]]:
+    return {
+        "local": {"runtime": "process", "policy_profile": "local"},
+        "staging": {
+            "runtime": "process",
+            "policy_profile": "staging",
+            "inference": {"replicas": 2, "resources": {"cpu": "1000m", "memory": "1Gi"}},
+        },
+        "production": {
+            "runtime": "process",
+            "policy_profile": "production",
+            "inference": {"replicas": 3, "resources": {"cpu": "2000m", "memory": "4Gi"}},
+        },
+    }
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Return `base` with `override` merged in; nested dicts merge, everything else replaces."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+class Settings(BaseSettings):
+    """Everything ztml is configured with. Build it with `load_settings()`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ZTML_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    default_environment: str = "local"
+    home: Path = Field(default_factory=lambda: Path.home() / ".ztml")
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    evidence: EvidenceMapping = Field(default_factory=EvidenceMapping)
+    environments: dict[str, EnvironmentConfig] = Field(default_factory=dict)
+
+    @field_validator("environments", mode="before")
+    @classmethod
+    def _merge_builtin_environments(cls, value: Any) -> dict[str, Any]:
+        declared = dict(value or {})
+        merged: dict[str, Any] = _builtin_environments()
+        for name, env in declared.items():
+            if isinstance(env, EnvironmentConfig):
+                env = env.model_dump(exclude_unset=True)
+            merged[name] = deep_merge(merged.get(name, {}), env or {})
+        return merged
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = config_path()
+        if path is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+    def environment(self, name: str | None = None) -> EnvironmentConfig:
+        """The named environment (default: `default_environment`), or a ConfigError."""
+        name = name or self.default_environment
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments))
+            raise ConfigError(
+                f"unknown environment {name!r}; declare it under 'environments:' in ztml.yaml "
+                f"(known: {known})"
+            ) from None
+
+    def policy_profile(self, name: str) -> str:
+        env = self.environment(name)
+        if env.policy_profile:
+            return env.policy_profile
+        return name if name in BUILTIN_ENVIRONMENTS else "production"
+
+    def tracking_uri(self) -> str | None:
+        return self.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+
+
+def config_path() -> Path | None:
+    """`ZTML_CONFIG` if set (it must exist), else `./ztml.yaml` if present, else None."""
+    explicit = os.environ.get("ZTML_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"ZTML_CONFIG points at {path}, which is not a readable file")
+        return path
+    local = Path("ztml.yaml")
+    return local if local.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment and ztml.yaml; raise ConfigError with the bad field."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        where = config_path() or "environment variables"
+        raise ConfigError(f"invalid ztml configuration ({where}): {problems}") from None
+    except Exception as exc:  # a YAML syntax error surfaces from the settings source
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"cannot read ztml configuration: {exc}") from exc

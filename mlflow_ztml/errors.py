@@ -1,0 +1,39 @@
+"""Typed errors. Every message says what went wrong and what the user can do about it.
+
+The CLI maps `UsageError`/`InfrastructureError` subclasses to exit code 2 and a policy deny to 1.
+"""
+
+
+class ZtmlError(Exception):
+    """Base class for every error ztml raises on purpose."""
+
+
+class ConfigError(ZtmlError):
+    """ztml.yaml or an environment variable is invalid, or names something unknown."""
+
+
+class ManifestError(ZtmlError):
+    """A ModelDeployment document is unreadable, malformed or of the wrong kind."""
+
+
+class ModelNotFoundError(ZtmlError):
+    """The model URI names a model, version or alias that the registry does not have."""
+
+
+class RegistryUnavailableError(ZtmlError):
+    """MLflow could not be reached or answered with a server error."""
+
+
+class PolicyError(ZtmlError):
+    """A policy could not be loaded or evaluated (compile error, engine down).
+
+    Gates never let this escape as an allow: the engine turns it into a deny.
+    """
+
+
+class DeployError(ZtmlError):
+    """A runtime could not start, update, verify or remove a deployment."""
+
+
+class BuildError(ZtmlError):
+    """The serving image could not be built or pushed."""

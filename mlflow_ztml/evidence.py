@@ -1,0 +1,280 @@
+"""Registry facts -> `ModelDeployment`. The mapping of MLflow names comes from settings.
+
+Sources, most specific first: the logged model's metrics (MLflow 3), the run's metrics, then
+numeric tags of the model version and of the run (for fairness and drift, which evaluation
+tools often record as tags). A value that no source has stays missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from mlflow_ztml.config import EnvironmentConfig, EvidenceMapping, Settings
+from mlflow_ztml.manifest import (
+    DataSource,
+    Dependency,
+    Inference,
+    Metadata,
+    ModelDeployment,
+    ModelRef,
+    ServingVersion,
+    Spec,
+)
+from mlflow_ztml.registry import Registry, VersionFacts
+
+_FLAVOR_PREFERENCE = (
+    "pytorch",
+    "sklearn",
+    "xgboost",
+    "lightgbm",
+    "catboost",
+    "tensorflow",
+    "keras",
+    "onnx",
+    "transformers",
+    "sentence_transformers",
+    "statsmodels",
+    "prophet",
+    "spark",
+)
+_KEPT_RUN_TAG_PREFIXES = ("mlflow.source.", "mlflow.user", "mlflow.runName")
+
+
+def build(
+    registry: Registry,
+    settings: Settings,
+    model_uri: str,
+    environment: str,
+    serving_version: str | None = None,
+) -> ModelDeployment:
+    """Read `model_uri` from MLflow and return the manifest a gate judges.
+
+    `serving_version` names the version now serving in `environment` (for regression rules);
+    when None, the version tagged `ztml.<env>.status=deployed` in the registry is used, if any.
+    """
+    facts = registry.resolve(model_uri)
+    info = registry.model_info(facts.uri)
+    requirements = registry.requirements(facts.uri)
+    env = settings.environment(environment)
+    mapping = settings.evidence
+    serving = _serving(registry, mapping, facts, environment, serving_version)
+    return ModelDeployment(
+        metadata=Metadata(
+            name=deployment_name(facts.name),
+            labels={
+                "mlifecycle.io/model": facts.name,
+                "mlifecycle.io/version": facts.version,
+                "mlifecycle.io/environment": environment,
+            },
+        ),
+        spec=Spec(
+            environment=environment,
+            model=_model_ref(facts, info),
+            metrics=metrics_of(facts, mapping),
+            fairness=prefixed_values(facts, mapping.fairness_prefixes, mapping.fairness_aliases),
+            drift=prefixed_values(facts, mapping.drift_prefixes, {}),
+            dependencies=parse_requirements(requirements) if requirements is not None else None,
+            data_sources=[_data_source(d) for d in facts.datasets] or None,
+            serving=serving,
+            inference=inference_defaults(env),
+        ),
+    )
+
+
+def deployment_name(model_name: str) -> str:
+    """A DNS-1123 label derived from the model name (what runtimes and Helm releases use)."""
+    label = "".join(c if c.isalnum() else "-" for c in model_name.lower()).strip("-")
+    return (label or "model")[:53].rstrip("-")
+
+
+def inference_defaults(env: EnvironmentConfig) -> Inference:
+    defaults = env.inference
+    return Inference(
+        replicas=defaults.replicas,
+        cpu=defaults.resources.cpu,
+        memory=defaults.resources.memory,
+        gpu=defaults.gpu,
+        max_batch_size=defaults.max_batch_size,
+        max_batch_delay_ms=defaults.max_batch_delay_ms,
+        runtime=env.runtime,
+    )
+
+
+def _model_ref(facts: VersionFacts, info: Any) -> ModelRef:
+    flavors = sorted((info.flavors or {}).keys()) if info is not None else []
+    signature = info.signature.to_dict() if info is not None and info.signature else None
+    return ModelRef(
+        name=facts.name,
+        version=facts.version,
+        uri=facts.uri,
+        source=facts.source,
+        run_id=facts.run_id,
+        experiment_id=facts.experiment_id,
+        model_id=facts.model_id,
+        aliases=facts.aliases,
+        flavors=flavors,
+        framework=framework_of(flavors),
+        signature=_decoded_signature(signature),
+        has_input_example=bool(info is not None and info.saved_input_example_info),
+        tags={k: v for k, v in facts.version_tags.items() if not k.startswith("ztml.")},
+        run_tags={
+            k: v
+            for k, v in facts.run_tags.items()
+            if not k.startswith("mlflow.") or k.startswith(_KEPT_RUN_TAG_PREFIXES)
+        },
+    )
+
+
+def _decoded_signature(signature: dict[str, Any] | None) -> dict[str, Any] | None:
+    """MLflow stores the schema parts as JSON strings; policies want structure."""
+    if signature is None:
+        return None
+    decoded: dict[str, Any] = {}
+    for key, value in signature.items():
+        if isinstance(value, str):
+            with contextlib.suppress(json.JSONDecodeError):
+                value = json.loads(value)
+        if value is not None:
+            decoded[key] = value
+    return decoded
+
+
+def framework_of(flavors: list[str]) -> str | None:
+    """The ML framework a model was saved with: its most specific flavor."""
+    for flavor in _FLAVOR_PREFERENCE:
+        if flavor in flavors:
+            return flavor
+    others = [f for f in flavors if f != "python_function"]
+    if others:
+        return others[0]
+    return "pyfunc" if flavors else None
+
+
+def metrics_of(facts: VersionFacts, mapping: EvidenceMapping) -> dict[str, float]:
+    """Canonical metric names from the mapping, plus any other metric under its own name."""
+    observed = {**facts.run_metrics, **facts.model_metrics}
+    prefixes = (*mapping.fairness_prefixes, *mapping.drift_prefixes)
+    metrics: dict[str, float] = {}
+    consumed: set[str] = set()
+    for canonical, spellings in mapping.metrics.items():
+        for spelling in spellings:
+            if spelling in observed:
+                metrics[canonical] = float(observed[spelling])
+                consumed.update(s for s in spellings if s in observed)
+                break
+    for key, value in observed.items():
+        if key not in consumed and not key.startswith(prefixes) and key not in metrics:
+            metrics[key] = float(value)
+    return metrics
+
+
+def prefixed_values(
+    facts: VersionFacts, prefixes: list[str], aliases: dict[str, str]
+) -> dict[str, float] | None:
+    """Values named `<prefix><key>` among metrics and numeric tags; None when there are none."""
+    found: dict[str, float] = {}
+    sources: list[dict[str, Any]] = [
+        facts.run_tags,
+        facts.version_tags,
+        facts.run_metrics,
+        facts.model_metrics,
+    ]
+    for source in sources:
+        for key, raw in source.items():
+            prefix = next((p for p in prefixes if key.startswith(p)), None)
+            if prefix is None:
+                continue
+            value = _as_float(raw)
+            if value is None:
+                continue
+            name = key[len(prefix) :]
+            found[aliases.get(name, name)] = value
+    return found or None
+
+
+def _as_float(raw: Any) -> float | None:
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_requirements(text: str) -> list[Dependency]:
+    """requirements.txt -> dependencies; a line pip could not parse is kept, unpinned."""
+    dependencies: list[Dependency] = []
+    for raw in text.splitlines():
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith(("#", "-")):
+            continue
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            dependencies.append(Dependency(name=line, requirement=line))
+            continue
+        specs = list(req.specifier)
+        pinned = (
+            len(specs) == 1
+            and specs[0].operator in ("==", "===")
+            and "*" not in specs[0].version
+            and req.url is None
+        )
+        dependencies.append(
+            Dependency(
+                name=canonicalize_name(req.name),
+                specifier=str(req.specifier),
+                pinned=pinned,
+                version=specs[0].version if pinned else None,
+                requirement=line,
+            )
+        )
+    return dependencies
+
+
+def _data_source(dataset: dict[str, Any]) -> DataSource:
+    return DataSource(
+        name=dataset.get("name"),
+        digest=dataset.get("digest"),
+        source=_source_location(dataset.get("source")),
+        source_type=dataset.get("source_type"),
+        context=dataset.get("context"),
+    )
+
+
+def _source_location(source: Any) -> str | None:
+    """MLflow stores a dataset source as JSON (`{"uri": ...}`, `{"url": ...}`, ...)."""
+    if source is None:
+        return None
+    try:
+        parsed = json.loads(source)
+    except (TypeError, json.JSONDecodeError):
+        return str(source)
+    if isinstance(parsed, dict):
+        for key in ("uri", "url", "path", "table_name", "source", "repo_id"):
+            if parsed.get(key):
+                return str(parsed[key])
+    return str(source)
+
+
+def _serving(
+    registry: Registry,
+    mapping: EvidenceMapping,
+    facts: VersionFacts,
+    environment: str,
+    serving_version: str | None,
+) -> ServingVersion | None:
+    if serving_version is None:
+        deployed = [
+            v
+            for v in registry.versions_tagged(facts.name, f"ztml.{environment}.status", "deployed")
+            if v != facts.version
+        ]
+        serving_version = deployed[-1] if deployed else None
+    if serving_version is None or serving_version == facts.version:
+        return None
+    current = registry.resolve(f"models:/{facts.name}/{serving_version}")
+    return ServingVersion(version=current.version, metrics=metrics_of(current, mapping))

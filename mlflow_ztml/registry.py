@@ -1,0 +1,254 @@
+"""Everything that talks to MLflow: resolve a model URI, read a version's evidence, write tags.
+
+MLflow's client retries a dead server for minutes by default; ztml bounds that with
+`mlflow.request_max_retries` / `request_timeout_seconds` from the settings (a user's own
+`MLFLOW_HTTP_REQUEST_*` environment variables still win), so "MLflow is down" becomes a
+`RegistryUnavailableError` in seconds, not a hang.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException, RestException
+from mlflow.protos.databricks_pb2 import (
+    INVALID_PARAMETER_VALUE,
+    RESOURCE_DOES_NOT_EXIST,
+    ErrorCode,
+)
+
+from mlflow_ztml.config import Settings
+from mlflow_ztml.errors import ModelNotFoundError, RegistryUnavailableError, ZtmlError
+
+_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<ref>[^/]+)|@(?P<alias>[^/]+))$")
+_LOGGED_MODEL_SOURCE = re.compile(r"^models:/(?P<model_id>m-[0-9a-f]+)$")
+_NOT_FOUND = {ErrorCode.Name(RESOURCE_DOES_NOT_EXIST), ErrorCode.Name(INVALID_PARAMETER_VALUE)}
+
+
+@dataclass(frozen=True)
+class ModelUri:
+    """A parsed `models:/NAME/VERSION`, `models:/NAME/STAGE`, `models:/NAME/latest` or `@ALIAS`."""
+
+    name: str
+    version: str | None = None
+    alias: str | None = None
+    stage: str | None = None
+
+    @classmethod
+    def parse(cls, uri: str) -> ModelUri:
+        match = _MODEL_URI.match(uri.strip())
+        if not match:
+            raise ModelNotFoundError(
+                f"{uri!r} is not a registered-model URI; use models:/NAME/VERSION or "
+                "models:/NAME@ALIAS"
+            )
+        name, ref, alias = match["name"], match["ref"], match["alias"]
+        if alias:
+            return cls(name=name, alias=alias)
+        if ref and ref.isdigit():
+            return cls(name=name, version=ref)
+        return cls(name=name, stage=ref)
+
+
+@dataclass
+class VersionFacts:
+    """One registered model version and the run behind it, as read from MLflow."""
+
+    name: str
+    version: str
+    uri: str
+    source: str | None
+    run_id: str | None
+    experiment_id: str | None
+    model_id: str | None
+    aliases: list[str]
+    current_stage: str | None
+    version_tags: dict[str, str]
+    run_metrics: dict[str, float] = field(default_factory=dict)
+    run_tags: dict[str, str] = field(default_factory=dict)
+    model_metrics: dict[str, float] = field(default_factory=dict)
+    datasets: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _bound_http_retries(settings: Settings) -> None:
+    os.environ.setdefault(
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.mlflow.request_max_retries)
+    )
+    os.environ.setdefault(
+        "MLFLOW_HTTP_REQUEST_TIMEOUT", str(settings.mlflow.request_timeout_seconds)
+    )
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+
+
+@contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    """Turn MLflow's exceptions into ztml's typed errors with a message a user can act on."""
+    try:
+        yield
+    except ZtmlError:
+        raise
+    except RestException as exc:
+        if exc.error_code in _NOT_FOUND:
+            raise ModelNotFoundError(f"{what}: {exc.message}") from None
+        raise RegistryUnavailableError(
+            f"{what}: MLflow answered {exc.error_code}: {exc.message}"
+        ) from None
+    except MlflowException as exc:
+        message = str(exc.message if hasattr(exc, "message") else exc)
+        if exc.error_code in _NOT_FOUND and "API request" not in message:
+            raise ModelNotFoundError(f"{what}: {message}") from None
+        raise RegistryUnavailableError(
+            f"{what}: cannot reach MLflow ({message.splitlines()[0][:300]}); check that the "
+            "tracking server is up and MLFLOW_TRACKING_URI / mlflow.tracking_uri points at it"
+        ) from None
+    except OSError as exc:
+        raise RegistryUnavailableError(f"{what}: cannot reach MLflow: {exc}") from None
+
+
+class Registry:
+    """A thin, typed view of the MLflow tracking server and model registry."""
+
+    def __init__(self, settings: Settings, client: MlflowClient | None = None) -> None:
+        _bound_http_retries(settings)
+        self.settings = settings
+        self.tracking_uri = settings.tracking_uri()
+        self.client = client or MlflowClient(
+            tracking_uri=self.tracking_uri, registry_uri=settings.mlflow.registry_uri
+        )
+
+    def resolve(self, model_uri: str) -> VersionFacts:
+        """Read the version a URI names, with its run, logged model and datasets."""
+        ref = ModelUri.parse(model_uri)
+        with translate_errors(f"resolving {model_uri}"):
+            version = self._version(ref)
+            facts = VersionFacts(
+                name=version.name,
+                version=str(version.version),
+                uri=f"models:/{version.name}/{version.version}",
+                source=version.source,
+                run_id=version.run_id or None,
+                experiment_id=None,
+                model_id=getattr(version, "model_id", None) or _model_id(version.source),
+                aliases=list(getattr(version, "aliases", []) or []),
+                current_stage=version.current_stage,
+                version_tags=dict(version.tags or {}),
+            )
+            if facts.run_id:
+                self._add_run(facts)
+            if facts.model_id:
+                self._add_logged_model(facts)
+        return facts
+
+    def _version(self, ref: ModelUri) -> Any:
+        if ref.alias:
+            return self.client.get_model_version_by_alias(ref.name, ref.alias)
+        if ref.version:
+            return self.client.get_model_version(ref.name, ref.version)
+        stages = None if ref.stage in (None, "latest") else [ref.stage]
+        versions = self.client.get_latest_versions(ref.name, stages=stages)
+        if not versions:
+            raise ModelNotFoundError(f"models:/{ref.name}/{ref.stage}: no version in that stage")
+        return max(versions, key=lambda v: int(v.version))
+
+    def _add_run(self, facts: VersionFacts) -> None:
+        try:
+            run = self.client.get_run(facts.run_id)
+        except RestException as exc:
+            if exc.error_code in _NOT_FOUND:
+                facts.run_id = None  # the run was deleted: its evidence is simply missing
+                return
+            raise
+        facts.experiment_id = run.info.experiment_id
+        facts.run_metrics = dict(run.data.metrics)
+        facts.run_tags = dict(run.data.tags)
+        for dataset_input in run.inputs.dataset_inputs if run.inputs else []:
+            dataset = dataset_input.dataset
+            facts.datasets.append(
+                {
+                    "name": dataset.name,
+                    "digest": dataset.digest,
+                    "source_type": dataset.source_type,
+                    "source": dataset.source,
+                    "context": next(
+                        (t.value for t in dataset_input.tags if t.key == "mlflow.data.context"),
+                        None,
+                    ),
+                }
+            )
+
+    def _add_logged_model(self, facts: VersionFacts) -> None:
+        try:
+            logged = self.client.get_logged_model(facts.model_id)
+        except MlflowException:
+            return  # older servers have no logged models; run metrics remain the evidence
+        facts.model_metrics = {m.key: m.value for m in (logged.metrics or [])}
+
+    def model_info(self, model_uri: str) -> Any:
+        """`mlflow.models.get_model_info` (flavors, signature) without downloading the model."""
+        import mlflow.models
+
+        with translate_errors(f"reading MLmodel of {model_uri}"), _tracking(self.tracking_uri):
+            return mlflow.models.get_model_info(model_uri)
+
+    def requirements(self, model_uri: str) -> str | None:
+        """The model's requirements.txt, or None when the model was logged without one."""
+        import mlflow.artifacts
+
+        with (
+            translate_errors(f"reading requirements.txt of {model_uri}"),
+            _tracking(self.tracking_uri),
+        ):
+            try:
+                path = mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"{model_uri}/requirements.txt"
+                )
+            except (MlflowException, OSError) as exc:
+                if "API request" in str(exc):
+                    raise
+                return None
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+
+    def versions_tagged(self, name: str, key: str, value: str) -> list[str]:
+        """Versions of `name` whose tag `key` equals `value` (e.g. what serves in an env)."""
+        with translate_errors(f"searching versions of {name}"):
+            found = self.client.search_model_versions(
+                f"name = '{_quote(name)}' and tag.`{key}` = '{_quote(value)}'"
+            )
+        return sorted((str(v.version) for v in found), key=int)
+
+    def set_version_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
+        with translate_errors(f"writing tags on {name} v{version}"):
+            for key, value in tags.items():
+                self.client.set_model_version_tag(name, version, key, value)
+
+
+def _quote(value: str) -> str:
+    return value.replace("'", "\\'")
+
+
+def _model_id(source: str | None) -> str | None:
+    match = _LOGGED_MODEL_SOURCE.match(source or "")
+    return match["model_id"] if match else None
+
+
+@contextmanager
+def _tracking(uri: str | None) -> Iterator[None]:
+    """Point MLflow's fluent APIs at `uri` for the duration, then restore the previous value."""
+    import mlflow
+
+    if uri is None:
+        yield
+        return
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
