@@ -171,3 +171,182 @@ def policy_test_command(directory: Path | None) -> None:
         failed += not result.passed
     click.echo(f"{len(results) - failed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
+
+
+def _progress(stage: str) -> None:
+    click.echo(f"  ... {stage}", err=True)
+
+
+def _deploy_options(name: str | None, runtime: str | None, **values: Any):
+    from mlflow_ztml.pipeline import DeployOptions
+
+    return DeployOptions(
+        name=name, runtime=runtime, **{k: v for k, v in values.items() if v is not None}
+    )
+
+
+_option_name = click.option("--name", default=None, help="Deployment name (default: MODEL-ENV).")
+_option_env = click.option(
+    "--env", "env", default=None, help="Target environment (default: local)."
+)
+_option_runtime = click.option(
+    "--runtime",
+    type=click.Choice(["process", "docker", "kubernetes"]),
+    default=None,
+    help="Override the environment's runtime.",
+)
+
+
+@main.command("deploy")
+@click.argument("model_uri")
+@_option_env
+@_option_runtime
+@_option_name
+@click.option("--replicas", type=int, default=None)
+@click.option("--port", type=int, default=None, help="Fixed local port (process runtime).")
+@click.option("--ready-timeout", "ready_timeout_seconds", type=float, default=None)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def deploy_command(
+    model_uri: str,
+    env: str | None,
+    runtime: str | None,
+    name: str | None,
+    replicas: int | None,
+    port: int | None,
+    ready_timeout_seconds: float | None,
+    fmt: str,
+) -> None:
+    """Gate, deploy and verify MODEL_URI in ENV; write the outcome back to MLflow.
+
+    Exit 0 when deployed (or already deployed), 1 when the policy rejected it, 2 when the
+    deployment failed or rolled back (the previous version keeps serving).
+    """
+    from mlflow_ztml.pipeline import Pipeline
+
+    settings = _settings()
+    env = env or settings.default_environment
+    options = _deploy_options(
+        name, runtime, replicas=replicas, port=port, ready_timeout_seconds=ready_timeout_seconds
+    )
+    outcome = Pipeline(settings, progress=_progress).run(model_uri, env, options)
+    if fmt == "json":
+        click.echo(outcome.model_dump_json(indent=2, exclude={"manifest"}))
+    else:
+        _print_outcome(outcome)
+    if outcome.status == "rejected":
+        sys.exit(EXIT_DENIED)
+    if outcome.status in ("failed", "rolled_back"):
+        sys.exit(EXIT_ERROR)
+
+
+def _print_outcome(outcome: Any) -> None:
+    head = f"{outcome.status.upper()} {outcome.model_name} v{outcome.model_version}"
+    click.echo(
+        f"{head} -> {outcome.environment} ({outcome.runtime}, deployment {outcome.deployment})"
+    )
+    if outcome.decision is not None:
+        for message in outcome.decision.deny:
+            click.echo(f"  deny: {message}")
+    for message in outcome.warnings:
+        click.echo(f"  warn: {message}")
+    if outcome.error:
+        click.echo(f"  error: {outcome.error}")
+    if outcome.status == "rolled_back" and outcome.previous_version:
+        click.echo(f"  v{outcome.previous_version} keeps serving")
+    if outcome.endpoint:
+        click.echo(f"  endpoint: {outcome.endpoint}")
+    if outcome.stage_seconds:
+        timings = ", ".join(f"{k} {v:.2f}s" for k, v in outcome.stage_seconds.items())
+        click.echo(f"  stages: {timings}")
+    if outcome.audit_run_id:
+        click.echo(f"  audit run: {outcome.audit_run_id}")
+
+
+@main.command("plan")
+@click.argument("model_uri")
+@_option_env
+@_option_runtime
+@_option_name
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def plan_command(
+    model_uri: str, env: str | None, runtime: str | None, name: str | None, fmt: str
+) -> None:
+    """Show what `ztml deploy` would do, with no side effects (nothing started, no tags).
+
+    Exit 0 when the gate would allow, 1 when it would deny.
+    """
+    import yaml
+
+    from mlflow_ztml.pipeline import Pipeline
+
+    settings = _settings()
+    env = env or settings.default_environment
+    outcome = Pipeline(settings).plan(model_uri, env, _deploy_options(name, runtime))
+    if fmt == "json":
+        click.echo(outcome.model_dump_json(indent=2))
+    else:
+        decision = outcome.decision
+        verdict = "would deploy" if decision and decision.allow else "would be REJECTED"
+        click.echo(f"{outcome.model_name} v{outcome.model_version} -> {env}: {verdict}")
+        click.echo(f"  deployment: {outcome.deployment} (runtime {outcome.runtime})")
+        if outcome.previous_version:
+            click.echo(f"  replaces: v{outcome.previous_version}")
+        if outcome.stages_skipped:
+            click.echo(f"  skipped stages: {', '.join(outcome.stages_skipped)} (no image needed)")
+        for message in decision.deny if decision else []:
+            click.echo(f"  deny: {message}")
+        for message in [*(decision.warn if decision else []), *outcome.warnings]:
+            click.echo(f"  warn: {message}")
+        click.echo("manifest:")
+        click.echo(yaml.safe_dump(outcome.manifest, sort_keys=False))
+    sys.exit(0 if outcome.decision and outcome.decision.allow else EXIT_DENIED)
+
+
+@main.command("status")
+@click.argument("name", required=False)
+@_option_env
+@_option_runtime
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def status_command(name: str | None, env: str | None, runtime: str | None, fmt: str) -> None:
+    """List deployments (or show NAME) as the runtime reports them."""
+    from mlflow_ztml.pipeline import DeployOptions, Pipeline
+
+    settings = _settings()
+    env = env or settings.default_environment
+    target = Pipeline(settings).runtime_for(env, DeployOptions(runtime=runtime))
+    if name:
+        status = target.get(name)
+        if status is None:
+            _fail(f"no deployment named {name!r} in the {target.name} runtime")
+        statuses = [status]
+    else:
+        statuses = target.list()
+    if fmt == "json":
+        click.echo(json.dumps([s.model_dump() for s in statuses], indent=2))
+        return
+    if not statuses:
+        click.echo(f"no deployments in the {target.name} runtime")
+    for status in statuses:
+        click.echo(
+            f"{status.name:<30} {status.state:<8} {status.model_name} v{status.model_version} "
+            f"[{status.environment}] {status.endpoint or ''}"
+        )
+        if status.detail:
+            click.echo(f"  {status.detail}")
+
+
+@main.command("delete")
+@click.argument("name")
+@_option_env
+@_option_runtime
+def delete_command(name: str, env: str | None, runtime: str | None) -> None:
+    """Stop and remove deployment NAME; its version is tagged `deleted` in MLflow."""
+    from mlflow_ztml.pipeline import Pipeline
+
+    settings = _settings()
+    Pipeline(settings).delete(name, env or settings.default_environment, runtime)
+    click.echo(f"deleted {name}")
+
+
+if __name__ == "__main__":
+    main()

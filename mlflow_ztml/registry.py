@@ -84,6 +84,8 @@ def _bound_http_retries(settings: Settings) -> None:
         "MLFLOW_HTTP_REQUEST_TIMEOUT", str(settings.mlflow.request_timeout_seconds)
     )
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    # Audit runs are ztml's bookkeeping: no "View run at ..." lines on the user's stdout.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 @contextmanager

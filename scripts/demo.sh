@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: a local MLflow (sqlite), a PyTorch demo model
-# registered with its evidence, judged by the in-process Rego engine.
+# registered with its evidence, judged by the in-process Rego engine, deployed on the
+# process runtime with `mlflow deployments create -t ztml`, then a worse version rejected.
 # Run through `make demo`; set DEMO_KEEP=1 to leave the MLflow server running afterwards.
 set -euo pipefail
 
@@ -20,8 +21,9 @@ export GIT_PYTHON_REFRESH=quiet
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 cleanup() {
-  if [ "${DEMO_KEEP:-0}" != "1" ] && [ -n "${MLFLOW_PID:-}" ]; then
-    kill "$MLFLOW_PID" 2>/dev/null || true
+  if [ "${DEMO_KEEP:-0}" != "1" ]; then
+    "$BIN/ztml" delete demo >/dev/null 2>&1 || true
+    [ -n "${MLFLOW_PID:-}" ] && kill "$MLFLOW_PID" 2>/dev/null || true
   fi
 }
 trap cleanup EXIT
@@ -48,15 +50,43 @@ sed -n '1,40p' "$DEMO/manifest-v$V1.yaml"
 step "Governance gate for v$V1 (ztml gate, in-process Rego)"
 "$BIN/ztml" gate "models:/$MODEL/$V1" --env local
 
+step "Deploying v$V1 with the MLflow plugin: mlflow deployments create -t ztml"
+"$BIN/mlflow" deployments create -t ztml --name demo -m "models:/$MODEL/$V1"
+ENDPOINT="$("$BIN/ztml" status demo --format json | "$BIN/python" -c 'import json,sys; print(json.load(sys.stdin)[0]["endpoint"])')"
+
+step "A prediction from the live service"
+BODY='{"inputs": [[0.5, -1.2, 0.3, 0.8, -0.1, 0.0, 1.1, -0.7]]}'
+echo "curl -s -X POST $ENDPOINT/predict -H 'Content-Type: application/json' -d '$BODY'"
+curl -s -X POST "$ENDPOINT/predict" -H 'Content-Type: application/json' -d "$BODY"; echo
+
 step "A second, worse version: the gate must reject it with readable reasons"
 V2="$("$BIN/python" "$ROOT/scripts/demo_model.py" --name "$MODEL" --quality poor | tail -1)"
 set +e
-"$BIN/ztml" gate "models:/$MODEL/$V2" --env local
+"$BIN/mlflow" deployments update -t ztml --name demo -m "models:/$MODEL/$V2" 2>"$DEMO/update-v$V2.err"
 STATUS=$?
 set -e
-if [ "$STATUS" -ne 1 ]; then
-  echo "expected the gate to deny v$V2 (exit 1), got exit $STATUS" >&2
+grep -E '^\s+- |rejected' "$DEMO/update-v$V2.err" || tail -5 "$DEMO/update-v$V2.err"
+if [ "$STATUS" -eq 0 ]; then
+  echo "expected the update to v$V2 to be rejected" >&2
   exit 1
 fi
 
-step "Done: v$V1 allowed, v$V2 rejected. MLflow UI: $MLFLOW_TRACKING_URI"
+step "v$V1 keeps serving"
+"$BIN/ztml" status demo
+curl -s -X POST "$ENDPOINT/predict" -H 'Content-Type: application/json' -d "$BODY"; echo
+
+step "What MLflow shows on the versions (ztml.local.* tags)"
+"$BIN/python" - "$MODEL" "$V1" "$V2" <<'PY'
+import sys
+from mlflow import MlflowClient
+name, *versions = sys.argv[1:]
+for version in versions:
+    tags = MlflowClient().get_model_version(name, version).tags
+    print(f"v{version}:")
+    for key in ("status", "decision", "endpoint", "violations"):
+        value = tags.get(f"ztml.local.{key}")
+        if value:
+            print(f"  ztml.local.{key} = " + value.replace("\n", "\n      "))
+PY
+
+step "Done. MLflow UI: $MLFLOW_TRACKING_URI (DEMO_KEEP=1 keeps it and the service running)"

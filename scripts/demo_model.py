@@ -72,7 +72,9 @@ def main() -> None:
             }
         )
         dataset = mlflow.data.from_pandas(
-            frame.assign(label=y_train), source="s3://approved-data-demo/credit/train.parquet", name="train"
+            frame.assign(label=y_train),
+            source="s3://approved-data-demo/credit/train.parquet",
+            name="train",
         )
         mlflow.log_input(dataset, context="training")
         example = x[:2]

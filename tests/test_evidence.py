@@ -9,8 +9,8 @@ from mlflow_ztml import evidence
 from mlflow_ztml.config import load_settings
 from mlflow_ztml.errors import ModelNotFoundError, RegistryUnavailableError
 from mlflow_ztml.registry import Registry
-from tests.models import GOOD_METRICS, register_sklearn
 from tests.mlflow_server import free_port
+from tests.models import GOOD_METRICS, register_sklearn
 
 
 def test_full_evidence_from_metrics_tags_requirements_and_datasets(ztml_env) -> None:

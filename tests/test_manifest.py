@@ -68,11 +68,13 @@ def test_missing_sections_stay_missing_in_policy_input() -> None:
     ],
 )
 def test_malformed_manifests_are_clear_errors(text: str, expected: str) -> None:
-    with pytest.raises(ManifestError, match=expected.replace(".", r"\.").replace("[", r"\[")):
+    with pytest.raises(ManifestError) as raised:
         manifest.from_yaml(text, origin="m.yaml")
+    assert expected in str(raised.value)
+    assert str(raised.value).startswith("m.yaml")
 
 
 def test_unreadable_file_names_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
-    with pytest.raises(ManifestError, match="nope.yaml"):
+    with pytest.raises(ManifestError, match=r"nope\.yaml"):
         manifest.load(missing)

@@ -1,0 +1,302 @@
+"""`ZtmlDeploymentClient`: MLflow's `BaseDeploymentClient` contract on top of the ztml pipeline."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import requests
+from mlflow.deployments import BaseDeploymentClient, PredictionsResponse
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import (
+    INVALID_PARAMETER_VALUE,
+    RESOURCE_ALREADY_EXISTS,
+    RESOURCE_DOES_NOT_EXIST,
+)
+from pydantic import ValidationError
+
+from mlflow_ztml.config import Settings, load_settings
+from mlflow_ztml.errors import ModelNotFoundError, ZtmlError
+from mlflow_ztml.pipeline import DeployOptions, Outcome, Pipeline
+from mlflow_ztml.runtimes.base import DeploymentStatus
+
+CONFIG_OPTIONS: dict[str, str] = {
+    "env": "target environment (also given as the target, ztml:/ENV); default: local",
+    "runtime": "process | docker | kubernetes; default: the environment's runtime",
+    "replicas": "number of replicas (integer >= 1); default: the environment's preset",
+    "cpu": "CPU per replica, Kubernetes quantity (e.g. 500m, 2)",
+    "memory": "memory per replica, Kubernetes quantity (e.g. 512Mi, 4Gi)",
+    "gpu": "GPUs per replica (integer >= 0)",
+    "port": "fixed local port for the process/docker runtimes; default: a free port",
+    "max_batch_size": "dynamic batching: most rows merged into one model call",
+    "max_batch_delay_ms": "dynamic batching: longest wait for more rows (0 turns batching off)",
+    "ready_timeout_seconds": "how long a new version may take to become ready (default 120)",
+}
+
+
+def target_help() -> str:
+    options = "\n".join(f"    {key:<22} {text}" for key, text in CONFIG_OPTIONS.items())
+    return (
+        "ztml: governed, verified deployments of MLflow registered models.\n\n"
+        "Target URI: `ztml` (the default environment, local) or `ztml:/ENV` (an environment\n"
+        "declared in ztml.yaml: local, staging, production, ...).\n\n"
+        "Each create/update reads the version's evidence from MLflow, judges it with the\n"
+        "governance policy (a deny fails the command and lists every reason), deploys it,\n"
+        "verifies /ready and one /predict with the model's input example, rolls back on\n"
+        "failure, and writes ztml.<env>.* tags plus an audit run back to MLflow.\n\n"
+        "Model URIs: models:/NAME/VERSION or models:/NAME@ALIAS.\n\n"
+        f"Options (-C key=value):\n{options}\n\n"
+        "Example:\n"
+        "    mlflow deployments create -t ztml:/staging --name credit -m models:/credit/3 "
+        "-C replicas=2\n"
+        "    mlflow deployments predict -t ztml:/staging --name credit -I input.json\n"
+    )
+
+
+def run_local(
+    name: str, model_uri: str, flavor: str | None = None, config: dict | None = None
+) -> None:
+    """Deploy to the `local` environment on the process runtime and print the endpoint."""
+    config = {**(config or {}), "runtime": "process"}
+    client = ZtmlDeploymentClient("ztml:/local")
+    result = client.create_deployment(name, model_uri, flavor, config)
+    print(f"{name} is serving at {result['endpoint']}")
+
+
+def _environment_of(target_uri: str) -> str | None:
+    _, _, path = target_uri.partition(":")
+    return path.strip("/") or None
+
+
+def _fail(message: str, code: int = INVALID_PARAMETER_VALUE) -> MlflowException:
+    return MlflowException(message, error_code=code)
+
+
+def _progress(stage: str) -> None:
+    print(f"ztml: {stage}...", file=sys.stderr, flush=True)
+
+
+class ZtmlDeploymentClient(BaseDeploymentClient):
+    """Deployments in one ztml environment (chosen by the target URI)."""
+
+    def __init__(self, target_uri: str) -> None:
+        super().__init__(target_uri)
+        self.target_environment = _environment_of(target_uri)
+
+    def _settings(self) -> Settings:
+        try:
+            return load_settings()
+        except ZtmlError as exc:
+            raise _fail(str(exc)) from None
+
+    def _environment(self, settings: Settings, config: dict[str, Any]) -> str:
+        from_config = config.get("env")
+        if from_config and self.target_environment and from_config != self.target_environment:
+            raise _fail(
+                f"-C env={from_config} contradicts the target ztml:/{self.target_environment}"
+            )
+        env = from_config or self.target_environment or settings.default_environment
+        try:
+            settings.environment(env)
+        except ZtmlError as exc:
+            raise _fail(str(exc)) from None
+        return env
+
+    def _options(self, name: str, config: dict[str, Any] | None) -> tuple[str, DeployOptions]:
+        config = dict(config or {})
+        unknown = sorted(set(config) - set(CONFIG_OPTIONS))
+        if unknown:
+            raise _fail(
+                f"unknown -C option(s) {', '.join(unknown)}; known: {', '.join(CONFIG_OPTIONS)}"
+            )
+        settings = self._settings()
+        env = self._environment(settings, config)
+        config.pop("env", None)
+        try:
+            return env, DeployOptions(name=name, **config)
+        except ValidationError as exc:
+            problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+            raise _fail(f"invalid -C option: {problems}") from None
+
+    def _pipeline(self) -> Pipeline:
+        return Pipeline(self._settings(), progress=_progress)
+
+    def _deploy(self, name: str, model_uri: str, config: dict | None) -> dict[str, Any]:
+        env, options = self._options(name, config)
+        try:
+            outcome = self._pipeline().run(model_uri, env, options)
+        except ModelNotFoundError as exc:
+            raise _fail(str(exc), RESOURCE_DOES_NOT_EXIST) from None
+        except ZtmlError as exc:
+            raise _fail(str(exc)) from None
+        return _result(outcome)
+
+    def create_deployment(
+        self,
+        name: str,
+        model_uri: str,
+        flavor: str | None = None,
+        config: dict | None = None,
+        endpoint: str | None = None,
+    ) -> dict[str, Any]:
+        _check_flavor(flavor)
+        existing = self._status(name, config)
+        if existing is not None and existing.state == "running":
+            requested = _requested_version(model_uri)
+            if requested is not None and requested != (
+                existing.model_name,
+                existing.model_version,
+            ):
+                raise _fail(
+                    f"deployment {name!r} already serves {existing.model_name} "
+                    f"v{existing.model_version}; use `mlflow deployments update` to change it",
+                    RESOURCE_ALREADY_EXISTS,
+                )
+        return self._deploy(name, model_uri, config)
+
+    def update_deployment(
+        self,
+        name: str,
+        model_uri: str | None = None,
+        flavor: str | None = None,
+        config: dict | None = None,
+        endpoint: str | None = None,
+    ) -> dict[str, Any]:
+        _check_flavor(flavor)
+        existing = self._status(name, config)
+        if existing is None:
+            raise _fail(f"no deployment named {name!r} to update", RESOURCE_DOES_NOT_EXIST)
+        return self._deploy(name, model_uri or existing.model_uri, config)
+
+    def delete_deployment(
+        self, name: str, config: dict | None = None, endpoint: str | None = None
+    ) -> None:
+        env, options = self._options(name, config)
+        try:
+            self._pipeline().delete(name, env, options.runtime)
+        except ZtmlError as exc:
+            raise _fail(str(exc), RESOURCE_DOES_NOT_EXIST) from None
+
+    def list_deployments(self, endpoint: str | None = None) -> list[dict[str, Any]]:
+        settings = self._settings()
+        env = self._environment(settings, {})
+        runtime = Pipeline(settings).runtime_for(env, DeployOptions())
+        return [_describe(s) for s in runtime.list() if s.environment == env]
+
+    def get_deployment(self, name: str, endpoint: str | None = None) -> dict[str, Any]:
+        status = self._status(name, None)
+        if status is None:
+            raise _fail(f"no deployment named {name!r}", RESOURCE_DOES_NOT_EXIST)
+        return _describe(status)
+
+    def predict(
+        self, deployment_name: str | None = None, inputs: Any = None, endpoint: str | None = None
+    ) -> PredictionsResponse:
+        status = self._status(deployment_name or "", None)
+        if status is None or not status.endpoint:
+            raise _fail(f"no deployment named {deployment_name!r}", RESOURCE_DOES_NOT_EXIST)
+        if status.state != "running":
+            raise _fail(f"deployment {deployment_name!r} is {status.state}: {status.detail}")
+        try:
+            response = requests.post(
+                f"{status.endpoint}/predict", json=_request_body(inputs), timeout=60
+            )
+        except requests.RequestException as exc:
+            raise _fail(f"cannot reach {status.endpoint}: {exc}") from None
+        if response.status_code != 200:
+            raise _fail(f"prediction failed ({response.status_code}): {response.text[:1000]}")
+        return PredictionsResponse(response.json())
+
+    def explain(self, deployment_name: str | None = None, df: Any = None, endpoint: Any = None):
+        raise _fail("ztml deployments do not support explain")
+
+    def create_endpoint(self, name: str, config: dict | None = None) -> dict:
+        raise _fail("ztml has no endpoints separate from deployments; use create_deployment")
+
+    def update_endpoint(self, endpoint: str, config: dict | None = None) -> dict:
+        raise _fail("ztml has no endpoints separate from deployments; use update_deployment")
+
+    def delete_endpoint(self, endpoint: str) -> None:
+        raise _fail("ztml has no endpoints separate from deployments; use delete_deployment")
+
+    def list_endpoints(self) -> list:
+        raise _fail("ztml has no endpoints separate from deployments; use list_deployments")
+
+    def get_endpoint(self, endpoint: str) -> dict:
+        raise _fail("ztml has no endpoints separate from deployments; use get_deployment")
+
+    def _status(self, name: str, config: dict | None) -> DeploymentStatus | None:
+        env, options = self._options(name or "x", config)
+        try:
+            return self._pipeline().runtime_for(env, options).get(name)
+        except ZtmlError as exc:
+            raise _fail(str(exc)) from None
+
+
+def _check_flavor(flavor: str | None) -> None:
+    if flavor not in (None, "python_function", "pyfunc"):
+        raise _fail(f"ztml serves the python_function flavor; got --flavor {flavor}")
+
+
+def _requested_version(model_uri: str) -> tuple[str, str] | None:
+    parts = model_uri.removeprefix("models:/").split("/")
+    if model_uri.startswith("models:/") and len(parts) == 2 and parts[1].isdigit():
+        return parts[0], parts[1]
+    return None
+
+
+def _describe(status: DeploymentStatus) -> dict[str, Any]:
+    return {"flavor": "python_function", **status.model_dump()}
+
+
+def _result(outcome: Outcome) -> dict[str, Any]:
+    if outcome.status == "rejected":
+        reasons = "\n".join(f"  - {m}" for m in outcome.decision.deny) if outcome.decision else ""
+        raise _fail(
+            f"ztml rejected {outcome.model_name} v{outcome.model_version} for "
+            f"{outcome.environment} (policy deny):\n{reasons}\n"
+            f"audit run: {outcome.audit_run_id}"
+        )
+    if outcome.status in ("failed", "rolled_back"):
+        kept = (
+            f"; v{outcome.previous_version} keeps serving"
+            if outcome.status == "rolled_back"
+            else ""
+        )
+        raise _fail(
+            f"ztml could not deploy {outcome.model_name} v{outcome.model_version} to "
+            f"{outcome.environment} ({outcome.status}{kept}): {outcome.error}"
+        )
+    for warning in outcome.warnings:
+        print(f"ztml: warning: {warning}", file=sys.stderr)
+    verb = "already serving" if outcome.status == "unchanged" else "deployed"
+    print(
+        f"ztml: {outcome.model_name} v{outcome.model_version} {verb} in {outcome.environment} "
+        f"as {outcome.deployment}: {outcome.endpoint}"
+    )
+    return {
+        "name": outcome.deployment,
+        "flavor": "python_function",
+        "endpoint": outcome.endpoint,
+        "status": outcome.status,
+        "model_version": outcome.model_version,
+        "environment": outcome.environment,
+        "audit_run_id": outcome.audit_run_id,
+    }
+
+
+def _request_body(inputs: Any) -> dict[str, Any]:
+    """A DataFrame (what `mlflow deployments predict -I` gives) or JSON-able data -> /predict."""
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas comes with mlflow
+        pd = None
+    if pd is not None and isinstance(inputs, pd.DataFrame):
+        if all(isinstance(c, str) for c in inputs.columns):
+            return {"inputs": inputs.to_dict(orient="records")}
+        return {"inputs": inputs.to_numpy().tolist()}
+    if isinstance(inputs, dict) and (
+        "inputs" in inputs or {"dataframe_split", "dataframe_records", "instances"} & set(inputs)
+    ):
+        return inputs
+    return {"inputs": inputs}

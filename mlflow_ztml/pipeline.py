@@ -1,0 +1,332 @@
+"""The one place that sequences the stages.
+
+resolve -> evidence -> gate -> (build -> scan) -> deploy -> verify -> record.
+
+`run()` is what the MLflow plugin, the CLI and the controller call. Each stage is a plain
+function in its own module; this module decides the order, the status transitions written to
+MLflow and what happens on failure:
+
+- a deny stops before anything is started (`rejected`), reasons in the tags and the audit run;
+- a deploy or verify failure removes the candidate and leaves the previous version serving
+  (`rolled_back`), or `failed` when nothing served before;
+- the same version with the same settings again is a no-op (`unchanged`).
+
+Build and scan are stages of the image-based runtimes (docker, kubernetes); the `process` runtime
+needs no image, so they are skipped and say so in the plan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from mlflow_ztml import evidence, gate, verify
+from mlflow_ztml.config import Settings
+from mlflow_ztml.errors import DeployError, ZtmlError
+from mlflow_ztml.manifest import ModelDeployment
+from mlflow_ztml.policy.engine import Decision, PolicyEngine, make_engine
+from mlflow_ztml.record import AuditRun, VersionRecorder, redact
+from mlflow_ztml.registry import Registry
+from mlflow_ztml.runtimes import get_runtime
+from mlflow_ztml.runtimes.base import DeploymentSpec, DeploymentStatus, Runtime
+
+OutcomeStatus = Literal["deployed", "unchanged", "rejected", "failed", "rolled_back", "planned"]
+IMAGE_RUNTIMES = ("docker", "kubernetes")
+Progress = Callable[[str], None]
+
+
+class DeployOptions(BaseModel):
+    """What a caller may choose per deployment; unset fields come from the environment."""
+
+    name: str | None = None
+    runtime: str | None = None
+    replicas: int | None = Field(default=None, ge=1)
+    cpu: str | None = None
+    memory: str | None = None
+    gpu: int | None = Field(default=None, ge=0)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    max_batch_size: int | None = Field(default=None, ge=1)
+    max_batch_delay_ms: float | None = Field(default=None, ge=0)
+    ready_timeout_seconds: float = Field(default=120.0, gt=0)
+
+
+class Outcome(BaseModel):
+    status: OutcomeStatus
+    model_name: str
+    model_version: str
+    environment: str
+    deployment: str
+    runtime: str
+    decision: Decision | None = None
+    endpoint: str | None = None
+    previous_version: str | None = None
+    audit_run_id: str | None = None
+    error: str | None = None
+    warnings: list[str] = Field(default_factory=list)
+    stage_seconds: dict[str, float] = Field(default_factory=dict)
+    manifest: dict[str, Any] | None = None
+    stages_skipped: list[str] = Field(default_factory=list)
+
+
+def default_deployment_name(model_name: str, environment: str) -> str:
+    return evidence.deployment_name(f"{model_name}-{environment}")
+
+
+class _Clock:
+    """Times the stages for the outcome, the audit run and the benchmark."""
+
+    def __init__(self, audit: AuditRun | None, progress: Progress) -> None:
+        self.audit = audit
+        self.progress = progress
+        self.seconds: dict[str, float] = {}
+        self._current: tuple[str, float] | None = None
+
+    def stage(self, name: str) -> None:
+        self.end()
+        self.progress(name)
+        self._current = (name, time.monotonic())
+        if self.audit:
+            self.audit.stage(name)
+
+    def end(self) -> None:
+        if self._current:
+            name, started = self._current
+            self.seconds[name] = round(time.monotonic() - started, 4)
+            self._current = None
+
+
+def _spec(
+    document: ModelDeployment,
+    environment: str,
+    name: str,
+    runtime: str,
+    options: DeployOptions,
+    tracking_uri: str | None,
+) -> DeploymentSpec:
+    inference = document.spec.inference
+
+    def pick(option: Any, default: Any) -> Any:
+        return default if option is None else option
+
+    return DeploymentSpec(
+        name=name,
+        environment=environment,
+        model_name=document.spec.model.name,
+        model_version=document.spec.model.version or "",
+        model_uri=document.spec.model.uri,
+        tracking_uri=tracking_uri,
+        replicas=pick(options.replicas, inference.replicas),
+        cpu=pick(options.cpu, inference.cpu),
+        memory=pick(options.memory, inference.memory),
+        gpu=pick(options.gpu, inference.gpu),
+        max_batch_size=pick(options.max_batch_size, inference.max_batch_size),
+        max_batch_delay_ms=pick(options.max_batch_delay_ms, inference.max_batch_delay_ms),
+        port=options.port,
+        ready_timeout_seconds=options.ready_timeout_seconds,
+    )
+
+
+class Pipeline:
+    """Holds the collaborators (settings, registry, policy engine); `run` does one attempt."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry | None = None,
+        engine: PolicyEngine | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry or Registry(settings)
+        self._engine = engine
+        self.progress = progress or (lambda _stage: None)
+
+    @property
+    def engine(self) -> PolicyEngine:
+        """Built on first use: status and delete need no policies."""
+        if self._engine is None:
+            self._engine = make_engine(self.settings)
+        return self._engine
+
+    def runtime_for(self, environment: str, options: DeployOptions) -> Runtime:
+        return get_runtime(
+            options.runtime or self.settings.environment(environment).runtime, self.settings
+        )
+
+    def plan(self, model_uri: str, environment: str, options: DeployOptions) -> Outcome:
+        """Everything up to deploy with no side effects: manifest, decision, what would run."""
+        self.settings.environment(environment)
+        runtime = self.runtime_for(environment, options)
+        facts = self.registry.resolve(model_uri)
+        name = options.name or default_deployment_name(facts.name, environment)
+        current = runtime.get(name)
+        document = self._manifest(facts.uri, environment, current)
+        decision = gate.evaluate(document, environment, self.engine)
+        spec = _spec(document, environment, name, runtime.name, options, None)
+        unchanged = bool(
+            current and current.state == "running" and current.fingerprint == spec.fingerprint()
+        )
+        return Outcome(
+            status="planned",
+            model_name=facts.name,
+            model_version=facts.version,
+            environment=environment,
+            deployment=name,
+            runtime=runtime.name,
+            decision=decision,
+            endpoint=current.endpoint if unchanged and current else None,
+            previous_version=current.model_version if current else None,
+            manifest=document.to_dict(),
+            warnings=["already deployed with these settings: deploy would be a no-op"]
+            if unchanged
+            else [],
+            stages_skipped=[] if runtime.name in IMAGE_RUNTIMES else ["build", "scan"],
+        )
+
+    def run(self, model_uri: str, environment: str, options: DeployOptions) -> Outcome:
+        """Take one model version to a verified deployment in `environment` (or say why not)."""
+        self.settings.environment(environment)
+        runtime = self.runtime_for(environment, options)
+        facts = self.registry.resolve(model_uri)
+        name = options.name or default_deployment_name(facts.name, environment)
+        tags = VersionRecorder(self.registry, facts.name, facts.version, environment)
+        audit = AuditRun(self.registry, self.settings.mlflow.audit_experiment)
+        audit_id = audit.start(
+            {
+                "model": facts.name,
+                "version": facts.version,
+                "env": environment,
+                "runtime": runtime.name,
+                "deployment": name,
+            },
+            run_name=f"{facts.name}-v{facts.version}-{environment}",
+        )
+        clock = _Clock(audit, self.progress)
+        outcome = Outcome(
+            status="failed",
+            model_name=facts.name,
+            model_version=facts.version,
+            environment=environment,
+            deployment=name,
+            runtime=runtime.name,
+            audit_run_id=audit_id,
+            stages_skipped=[] if runtime.name in IMAGE_RUNTIMES else ["build", "scan"],
+        )
+        try:
+            tags.set("pending", deployment=name, audit_run=audit_id, error="")
+            self._attempt(
+                facts.uri, environment, name, runtime, options, tags, audit, clock, outcome
+            )
+        except ZtmlError as exc:
+            outcome.error = redact(str(exc))
+            if outcome.status not in ("rolled_back", "failed"):
+                outcome.status = "failed"
+            self._record_failure(tags, outcome)
+        finally:
+            clock.end()
+            outcome.stage_seconds = clock.seconds
+            _close_audit(audit, outcome)
+        return outcome
+
+    def _attempt(
+        self,
+        model_uri: str,
+        environment: str,
+        name: str,
+        runtime: Runtime,
+        options: DeployOptions,
+        tags: VersionRecorder,
+        audit: AuditRun,
+        clock: _Clock,
+        outcome: Outcome,
+    ) -> None:
+        clock.stage("evidence")
+        current = runtime.get(name)
+        previous = current if current and current.state == "running" else None
+        outcome.previous_version = previous.model_version if previous else None
+        document = self._manifest(model_uri, environment, previous)
+        outcome.manifest = document.to_dict()
+        audit.text("manifest.yaml", document.to_yaml())
+
+        clock.stage("gate")
+        tags.set("gating")
+        decision = gate.evaluate(document, environment, self.engine)
+        outcome.decision = decision
+        outcome.warnings.extend(decision.warn)
+        audit.json("decision.json", decision.model_dump())
+        audit.metric("policy_denies", len(decision.deny))
+        audit.metric("policy_warnings", len(decision.warn))
+        verdict = "allow" if decision.allow else "deny"
+        if not decision.allow:
+            outcome.status = "rejected"
+            tags.set("rejected", decision=verdict, violations=decision.deny, warnings=decision.warn)
+            return
+        tags.set(None, decision=verdict, violations="", warnings=decision.warn)
+
+        spec = _spec(document, environment, name, runtime.name, options, self.registry.tracking_uri)
+        clock.stage("deploy")
+        tags.set("deploying")
+
+        def verify_candidate(candidate: DeploymentStatus) -> None:
+            clock.stage("verify")
+            tags.set("verifying")
+            outcome.warnings.extend(verify.verify(candidate))
+
+        try:
+            status, changed = runtime.deploy(spec, verify_candidate)
+        except DeployError:
+            outcome.status = "rolled_back" if previous else "failed"
+            raise
+        clock.stage("record")
+        outcome.status = "deployed" if changed else "unchanged"
+        outcome.endpoint = status.endpoint
+        tags.set("deployed", endpoint=status.endpoint, deployment=name, error="")
+        if (
+            changed
+            and previous
+            and previous.model_name == spec.model_name
+            and previous.model_version != spec.model_version
+        ):
+            VersionRecorder(
+                self.registry, previous.model_name, previous.model_version, environment
+            ).set("superseded", superseded_by=spec.model_version)
+
+    def _manifest(
+        self, model_uri: str, environment: str, current: DeploymentStatus | None
+    ) -> ModelDeployment:
+        serving_version = None
+        if current is not None and current.state == "running":
+            serving_version = current.model_version
+        return evidence.build(self.registry, self.settings, model_uri, environment, serving_version)
+
+    def _record_failure(self, tags: VersionRecorder, outcome: Outcome) -> None:
+        # When MLflow itself is what failed, the caller still gets the outcome and the error.
+        with contextlib.suppress(ZtmlError):
+            tags.set(outcome.status, error=outcome.error)
+
+    def delete(self, name: str, environment: str | None = None, runtime: str | None = None) -> None:
+        """Remove a deployment and mark its version `deleted` in that environment."""
+        env = environment or self.settings.default_environment
+        target = self.runtime_for(env, DeployOptions(runtime=runtime))
+        status = target.get(name)
+        if status is None:
+            raise DeployError(f"no deployment named {name!r} in the {target.name} runtime")
+        target.delete(name)
+        # The deployment is gone; an unreachable MLflow must not make delete look failed.
+        with contextlib.suppress(ZtmlError):
+            VersionRecorder(
+                self.registry, status.model_name, status.model_version, status.environment
+            ).set("deleted", endpoint="")
+
+
+def _close_audit(audit: AuditRun, outcome: Outcome) -> None:
+    """Best effort: the outcome already happened; a lost audit write must not change it."""
+    try:
+        audit.json("outcome.json", outcome.model_dump(exclude={"manifest"}))
+        audit.finish(outcome.status)
+    except Exception as exc:  # MLflow down mid-attempt: say so in the outcome instead
+        outcome.warnings.append(f"audit run not completed: {redact(str(exc))[:300]}")

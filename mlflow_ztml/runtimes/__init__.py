@@ -1,0 +1,18 @@
+"""Deploy runtimes behind one interface: `process` now; `docker` and `kubernetes` plug in here."""
+
+from __future__ import annotations
+
+from mlflow_ztml.config import Settings
+from mlflow_ztml.errors import ConfigError
+from mlflow_ztml.runtimes.base import Runtime
+
+
+def get_runtime(name: str, settings: Settings) -> Runtime:
+    """The runtime called `name`, configured from settings; a ConfigError when unavailable."""
+    if name == "process":
+        from mlflow_ztml.runtimes.process import ProcessRuntime
+
+        return ProcessRuntime(settings.home / "process")
+    raise ConfigError(
+        f"runtime {name!r} is not available in this version of ztml; use runtime: process"
+    )

@@ -1,0 +1,263 @@
+"""Fixtures for the serving tests: real MLflow models on disk and real `python -m serving`
+processes (uvicorn on loopback), started once per session, in parallel, to keep the suite fast.
+
+This directory must stay a sub-package of `tests` (tests/__init__.py exists): on its own it
+would be a top-level package named `serving` and shadow the real one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+API_KEY = "s3cret-key"
+ECHO_MODEL_CODE = '''
+import time
+
+import mlflow
+import pandas as pd
+
+
+class Echo(mlflow.pyfunc.PythonModel):
+    """y = 2x; raises for x == -1; sleeps `sleep` seconds when given."""
+
+    def predict(self, context, model_input, params=None):
+        if (model_input["x"] == -1).any():
+            raise ValueError("x = -1 is not allowed")
+        if "sleep" in model_input and model_input["sleep"].notna().any():
+            time.sleep(float(model_input["sleep"].max()))
+        return pd.DataFrame({"y": model_input["x"] * 2, "x": model_input["x"]})
+
+
+mlflow.models.set_model(Echo())
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """One `python -m serving` subprocess; `url` is its base URL."""
+
+    def __init__(self, name: str, model_uri: str, tmp: Path, env: dict[str, str] | None = None):
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp / f"{name}.log"
+        self.saw_not_ready = False
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("SERVING_")}
+        full_env = {**inherited, "PYTHONPATH": str(REPO), **(env or {})}
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "serving",
+                "--model-uri",
+                model_uri,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            cwd=REPO,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def poll_ready(self) -> bool:
+        """One look at /ready; remembers having seen 503 while the model was loading."""
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{self.log()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
+                return True
+            self.saw_not_ready = True
+        return False
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def wait_ready(servers: list[Server], timeout: float = 120) -> None:
+    """Poll all servers together until each answers /ready with 200."""
+    deadline = time.monotonic() + timeout
+    waiting = list(servers)
+    while waiting:
+        waiting = [s for s in waiting if not s.poll_ready()]
+        if waiting and time.monotonic() > deadline:
+            raise RuntimeError(f"not ready after {timeout}s:\n{waiting[0].log()}")
+        time.sleep(0.05)
+
+
+def metric(text: str, name: str, /, **labels: str) -> float:
+    """Value of one Prometheus sample (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        match = re.match(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)$", line)
+        if not match or match[1] != name:
+            continue
+        got = dict(re.findall(r'(\w+)="([^"]*)"', match[2] or ""))
+        if all(got.get(k) == v for k, v in labels.items()):
+            return float(match[3])
+    return 0.0
+
+
+# ---------------------------------------------------------------------------------- models
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """sklearn (columns a, b: double; c: long), torch MLP 4->8->2 (tensor (-1, 4), 3-row
+    example), and an `echo` pyfunc (x: double, optional sleep: double; DataFrame output)."""
+    import mlflow.pyfunc
+    import mlflow.pytorch
+    import mlflow.sklearn
+    import pandas as pd
+    import torch
+    from mlflow.models import infer_signature
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+    from sklearn.linear_model import LogisticRegression
+
+    root = tmp_path_factory.mktemp("models")
+    reqs = ["mlflow==3.17.2"]  # explicit: skips MLflow's slow requirement inference
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {"a": rng.normal(size=40), "b": rng.normal(size=40), "c": rng.integers(0, 5, 40)}
+    )
+    target = (frame["a"] + frame["b"] > 0).astype(int)
+    clf = LogisticRegression().fit(frame, target)
+    mlflow.sklearn.save_model(
+        clf,
+        root / "sk",
+        signature=infer_signature(frame, clf.predict(frame)),
+        input_example=frame.head(2),
+        pip_requirements=reqs,
+    )
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    x = rng.normal(size=(3, 4)).astype(np.float32)
+    with torch.no_grad():
+        y = net(torch.from_numpy(x)).numpy()
+    mlflow.pytorch.save_model(
+        net,
+        root / "torch",
+        signature=infer_signature(x, y),
+        input_example=x,
+        pip_requirements=reqs,
+    )
+
+    code = root / "echo_model.py"
+    code.write_text(textwrap.dedent(ECHO_MODEL_CODE))
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("double", "x"), ColSpec("double", "sleep", required=False)]),
+        outputs=Schema([ColSpec("double", "y"), ColSpec("double", "x")]),
+    )
+    mlflow.pyfunc.save_model(
+        root / "echo",
+        python_model=str(code),
+        signature=signature,
+        input_example=pd.DataFrame({"x": [1.0, 2.0]}),
+        pip_requirements=reqs,
+    )
+    return {"sk": root / "sk", "torch": root / "torch", "echo": root / "echo"}
+
+
+# ---------------------------------------------------------------------------------- servers
+@pytest.fixture(scope="session")
+def servers(model_dirs: dict[str, Path], tmp_path_factory) -> Iterator[dict[str, Server]]:
+    """All test servers, started together (startup is mostly imports: parallel is cheaper)."""
+    tmp = tmp_path_factory.mktemp("logs")
+    specs = {
+        "torch": (
+            model_dirs["torch"],
+            {
+                "SERVING_MAX_BATCH_SIZE": "32",
+                "SERVING_MAX_BATCH_DELAY_MS": "5",
+            },
+        ),
+        "sk": (
+            model_dirs["sk"],
+            {
+                "SERVING_MAX_BATCH_DELAY_MS": "0",  # batching off: the direct path
+                "SERVING_MODEL_NAME": "iris",
+                "SERVING_MODEL_VERSION": "7",
+                "SERVING_IMAGE_DIGEST": "sha256:" + "ab" * 32,
+            },
+        ),
+        "echo": (
+            model_dirs["echo"],
+            {
+                "SERVING_API_KEY": API_KEY,
+                "SERVING_MAX_BODY_BYTES": "4096",
+                "SERVING_REQUEST_TIMEOUT_SECONDS": "1.5",
+                "SERVING_MAX_BATCH_DELAY_MS": "20",
+                "SERVING_ACCESS_LOG": "true",
+            },
+        ),
+        "drain": (model_dirs["echo"], {"SERVING_REQUEST_TIMEOUT_SECONDS": "10"}),
+    }
+    started = {name: Server(name, str(path), tmp, env) for name, (path, env) in specs.items()}
+    try:
+        wait_ready(list(started.values()))
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def torch_server(servers: dict[str, Server]) -> Server:
+    return servers["torch"]
+
+
+@pytest.fixture(scope="session")
+def sk_server(servers: dict[str, Server]) -> Server:
+    return servers["sk"]
+
+
+@pytest.fixture(scope="session")
+def echo_server(servers: dict[str, Server]) -> Server:
+    return servers["echo"]
+
+
+@pytest.fixture(scope="session")
+def drain_server(servers: dict[str, Server]) -> Server:
+    return servers["drain"]
+
+
+@pytest.fixture(scope="session")
+def read_metric():
+    """`read_metric(text, name, **labels)`: value of one Prometheus sample (0 when absent)."""
+    return metric
