@@ -61,6 +61,8 @@ class EnvironmentConfig(BaseModel):
     policy_profile: str | None = None
     policy: dict[str, Any] = Field(default_factory=dict)
     inference: InferenceDefaults = Field(default_factory=InferenceDefaults)
+    notifications: list[NotificationTarget] = Field(default_factory=list)
+    kubernetes: KubernetesConfig | None = None
 
 
 class PolicyConfig(BaseModel):
@@ -126,6 +128,73 @@ class MlflowConfig(BaseModel):
     audit_experiment: str = "ztml-deployments"
 
 
+class BuildConfig(BaseModel):
+    """How serving images are built and pushed (docker runtime, kubernetes runtime)."""
+
+    model_config = ConfigDict(extra="forbid")
+    base_image: str = "python:3.11-slim"
+    registry: str | None = None
+    repository: str = "ztml-models"
+    extra_ca_certificates: list[Path] = Field(default_factory=list)
+    pip_index_url: str | None = None
+    pip_extra_index_url: str | None = None
+    pip_find_links: str | None = None
+    build_args: dict[str, str] = Field(default_factory=dict)
+    push: bool = True
+
+
+class ScanConfig(BaseModel):
+    """How images are scanned (trivy) before they may run."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    trivy_binary: str | None = None
+    timeout_seconds: float = Field(default=600, gt=0)
+    cache_dir: Path | None = None
+
+
+class ControllerConfig(BaseModel):
+    """The registry controller: which registry facts mean "this version should run where"."""
+
+    model_config = ConfigDict(extra="forbid")
+    aliases: dict[str, str] = Field(
+        default_factory=lambda: {"staging": "staging", "champion": "production"}
+    )
+    stages: dict[str, str] = Field(
+        default_factory=lambda: {"Staging": "staging", "Production": "production"}
+    )
+    poll_interval_seconds: float = Field(default=30, gt=0)
+    models: Literal["all", "tagged"] | list[str] = "all"
+    prune: dict[str, bool] = Field(default_factory=dict)
+    workers: int = Field(default=2, ge=1)
+
+
+class NotificationTarget(BaseModel):
+    """One place to tell people about outcomes. URLs and secrets come from the environment
+    (`url_env`, `secret_env`) or files, never from this file itself."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["slack", "webhook"]
+    url_env: str | None = None
+    url_file: Path | None = None
+    secret_env: str | None = None
+    secret_file: Path | None = None
+    on: list[str] = Field(default_factory=lambda: ["rejected", "failed", "rolled_back", "deployed"])
+
+
+class KubernetesConfig(BaseModel):
+    """Where and how the kubernetes runtime installs Helm releases in one environment."""
+
+    model_config = ConfigDict(extra="forbid")
+    namespace: str = "ztml"
+    kubeconfig: Path | None = None
+    context: str | None = None
+    preset: Literal["dev", "staging", "production"] | None = None
+    values: dict[str, Any] = Field(default_factory=dict)
+    timeout_seconds: float = Field(default=600, gt=0)
+    approved_registries: list[str] = Field(default_factory=list)
+
+
 def _builtin_environments() -> dict[str, dict[str, Any]]:
     return {
         "local": {"runtime": "process", "policy_profile": "local"},
@@ -166,6 +235,9 @@ class Settings(BaseSettings):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     evidence: EvidenceMapping = Field(default_factory=EvidenceMapping)
     environments: dict[str, EnvironmentConfig] = Field(default_factory=dict)
+    build: BuildConfig = Field(default_factory=BuildConfig)
+    scan: ScanConfig = Field(default_factory=ScanConfig)
+    controller: ControllerConfig = Field(default_factory=ControllerConfig)
 
     @field_validator("environments", mode="before")
     @classmethod

@@ -1,0 +1,1 @@
+"""Tests of the Rego policies, the policy engines and the governance gate."""
