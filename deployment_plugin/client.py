@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from mlflow_ztml.config import Settings, load_settings
 from mlflow_ztml.errors import ModelNotFoundError, ZtmlError
+from mlflow_ztml.notify import Notifier
 from mlflow_ztml.pipeline import DeployOptions, Outcome, Pipeline
 from mlflow_ztml.runtimes.base import DeploymentStatus
 
@@ -118,17 +119,20 @@ class ZtmlDeploymentClient(BaseDeploymentClient):
             problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
             raise _fail(f"invalid -C option: {problems}") from None
 
-    def _pipeline(self) -> Pipeline:
-        return Pipeline(self._settings(), progress=_progress)
+    def _pipeline(self, notifier: Notifier | None = None) -> Pipeline:
+        return Pipeline(self._settings(), progress=_progress, notifier=notifier)
 
     def _deploy(self, name: str, model_uri: str, config: dict | None) -> dict[str, Any]:
         env, options = self._options(name, config)
+        notifier = Notifier(self._settings())
         try:
-            outcome = self._pipeline().run(model_uri, env, options)
+            outcome = self._pipeline(notifier).run(model_uri, env, options)
         except ModelNotFoundError as exc:
             raise _fail(str(exc), RESOURCE_DOES_NOT_EXIST) from None
         except ZtmlError as exc:
             raise _fail(str(exc)) from None
+        finally:
+            notifier.flush(notifier.flush_timeout(env))
         return _result(outcome)
 
     def create_deployment(

@@ -221,6 +221,7 @@ def deploy_command(
     Exit 0 when deployed (or already deployed), 1 when the policy rejected it, 2 when the
     deployment failed or rolled back (the previous version keeps serving).
     """
+    from mlflow_ztml.notify import Notifier
     from mlflow_ztml.pipeline import Pipeline
 
     settings = _settings()
@@ -228,7 +229,9 @@ def deploy_command(
     options = _deploy_options(
         name, runtime, replicas=replicas, port=port, ready_timeout_seconds=ready_timeout_seconds
     )
-    outcome = Pipeline(settings, progress=_progress).run(model_uri, env, options)
+    notifier = Notifier(settings)
+    outcome = Pipeline(settings, progress=_progress, notifier=notifier).run(model_uri, env, options)
+    notifier.flush(notifier.flush_timeout(env))
     if fmt == "json":
         click.echo(outcome.model_dump_json(indent=2, exclude={"manifest"}))
     else:
@@ -346,6 +349,38 @@ def delete_command(name: str, env: str | None, runtime: str | None) -> None:
     settings = _settings()
     Pipeline(settings).delete(name, env or settings.default_environment, runtime)
     click.echo(f"deleted {name}")
+
+
+@main.group("notify")
+def notify_group() -> None:
+    """Notification targets (environments.<env>.notifications in ztml.yaml)."""
+
+
+@notify_group.command("test")
+@_option_env
+def notify_test_command(env: str | None) -> None:
+    """Send a test event to every notification target of ENV and report each delivery.
+
+    Exit 0 when every target accepted it, 1 when any failed, 2 when ENV has no targets.
+    """
+    from mlflow_ztml.notify import DeploymentEvent, Notifier, event_links
+
+    settings = _settings()
+    env = env or settings.default_environment
+    notifier = Notifier(settings)
+    if not notifier.targets(env):
+        _fail(
+            f"environment {env!r} has no notification targets; add environments.{env}.notifications"
+        )
+    event = DeploymentEvent(
+        model="ztml-test", version="0", env=env, status="deployed", decision="allow", test=True
+    )
+    event_links(settings, event, None)
+    failed = 0
+    for label, delivered, problem in notifier.send_now(event):
+        click.echo(f"{'OK  ' if delivered else 'FAIL'} {label}: {problem}")
+        failed += not delivered
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,14 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -126,6 +133,10 @@ class MlflowConfig(BaseModel):
     request_timeout_seconds: int = Field(default=10, ge=1)
     request_max_retries: int = Field(default=2, ge=0)
     audit_experiment: str = "ztml-deployments"
+    ui_url: str | None = Field(
+        default=None,
+        description="MLflow UI base for links in notifications (default: tracking URI)",
+    )
 
 
 class BuildConfig(BaseModel):
@@ -153,8 +164,39 @@ class ScanConfig(BaseModel):
     cache_dir: Path | None = None
 
 
+class LeaderElectionConfig(BaseModel):
+    """Several controller replicas in Kubernetes: only the holder of a coordination.k8s.io
+    Lease reconciles. Off by default (one process needs no election).
+
+    `namespace` defaults to the pod's own namespace (the service account's namespace file),
+    `identity` to the pod name (HOSTNAME). The timings follow client-go's defaults: a leader
+    that cannot renew for `renew_deadline_seconds` stops leading before another replica may
+    take over after `lease_duration_seconds`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    lease_name: str = "ztml-controller"
+    namespace: str | None = None
+    identity: str | None = None
+    kubeconfig: Path | None = None
+    lease_duration_seconds: float = Field(default=15, gt=0)
+    renew_deadline_seconds: float = Field(default=10, gt=0)
+    retry_period_seconds: float = Field(default=2, gt=0)
+
+
 class ControllerConfig(BaseModel):
-    """The registry controller: which registry facts mean "this version should run where"."""
+    """The registry controller: which registry facts mean "this version should run where".
+
+    Desired state per (model, environment) comes from `aliases` (alias -> environment),
+    legacy `stages` (stage -> environment) and an explicit `deploy_tag` on a version
+    (value: one environment or a comma-separated list). When sources disagree for one
+    environment: explicit tag > alias > stage; within one source the newest version wins.
+    `models`: "all", "tagged" (registered models tagged `managed_tag=true`) or a list of names.
+    `prune[env]`: undeploy when nothing asks for a version in `env` any more.
+    The webhook secret is never read from this file: `ZTML_WEBHOOK_SECRET` (and
+    `ZTML_WEBHOOK_PREVIOUS_SECRET` during rotation, or `*_FILE` variants).
+    """
 
     model_config = ConfigDict(extra="forbid")
     aliases: dict[str, str] = Field(
@@ -167,19 +209,49 @@ class ControllerConfig(BaseModel):
     models: Literal["all", "tagged"] | list[str] = "all"
     prune: dict[str, bool] = Field(default_factory=dict)
     workers: int = Field(default=2, ge=1)
+    deploy_tag: str = "ztml.deploy"
+    managed_tag: str = "ztml.managed"
+    signature_tolerance_seconds: float = Field(default=300, gt=0)
+    dedup_max_entries: int = Field(default=100_000, ge=100)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    backoff_base_seconds: float = Field(default=2, gt=0)
+    backoff_max_seconds: float = Field(default=300, gt=0)
+    ready_timeout_seconds: float = Field(default=120, gt=0)
+    shutdown_grace_seconds: float = Field(default=30, ge=0)
+    webhook_name: str = "ztml-controller"
+    leader_election: LeaderElectionConfig = Field(default_factory=LeaderElectionConfig)
 
 
 class NotificationTarget(BaseModel):
-    """One place to tell people about outcomes. URLs and secrets come from the environment
-    (`url_env`, `secret_env`) or files, never from this file itself."""
+    """One place to tell people about outcomes.
+
+    The URL (a Slack webhook URL is itself a credential) and the signing secret come from an
+    environment variable (`url_env`, `secret_env`) or a file (`url_file`, `secret_file`, e.g. a
+    mounted Kubernetes Secret), never from ztml.yaml itself. `outcomes` lists the outcomes that
+    notify (not `on`, which YAML reads as a boolean).
+    """
 
     model_config = ConfigDict(extra="forbid")
     kind: Literal["slack", "webhook"]
+    name: str | None = None
     url_env: str | None = None
     url_file: Path | None = None
     secret_env: str | None = None
     secret_file: Path | None = None
-    on: list[str] = Field(default_factory=lambda: ["rejected", "failed", "rolled_back", "deployed"])
+    outcomes: list[str] = Field(
+        default_factory=lambda: ["rejected", "failed", "rolled_back", "deployed"]
+    )
+    timeout_seconds: float = Field(default=5.0, gt=0)
+    max_attempts: int = Field(default=4, ge=1)
+    backoff_seconds: float = Field(default=0.5, ge=0)
+
+    @model_validator(mode="after")
+    def _one_url_source(self) -> NotificationTarget:
+        if (self.url_env is None) == (self.url_file is None):
+            raise ValueError("give exactly one of url_env or url_file (never the URL itself)")
+        if self.secret_env is not None and self.secret_file is not None:
+            raise ValueError("give at most one of secret_env or secret_file")
+        return self
 
 
 class KubernetesConfig(BaseModel):

@@ -28,6 +28,7 @@ from mlflow_ztml import evidence, gate, verify
 from mlflow_ztml.config import Settings
 from mlflow_ztml.errors import DeployError, ZtmlError
 from mlflow_ztml.manifest import ModelDeployment
+from mlflow_ztml.notify import Notifier, event_from_outcome
 from mlflow_ztml.policy.engine import Decision, PolicyEngine, make_engine
 from mlflow_ztml.record import AuditRun, VersionRecorder, redact
 from mlflow_ztml.registry import Registry
@@ -65,6 +66,8 @@ class Outcome(BaseModel):
     endpoint: str | None = None
     previous_version: str | None = None
     audit_run_id: str | None = None
+    audit_experiment_id: str | None = None
+    image: str | None = None
     error: str | None = None
     warnings: list[str] = Field(default_factory=list)
     stage_seconds: dict[str, float] = Field(default_factory=dict)
@@ -139,8 +142,10 @@ class Pipeline:
         registry: Registry | None = None,
         engine: PolicyEngine | None = None,
         progress: Progress | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings
+        self.notifier = notifier
         self.registry = registry or Registry(settings)
         self._engine = engine
         self.progress = progress or (lambda _stage: None)
@@ -214,6 +219,7 @@ class Pipeline:
             deployment=name,
             runtime=runtime.name,
             audit_run_id=audit_id,
+            audit_experiment_id=audit.experiment_id,
             stages_skipped=[] if runtime.name in IMAGE_RUNTIMES else ["build", "scan"],
         )
         try:
@@ -230,7 +236,17 @@ class Pipeline:
             clock.end()
             outcome.stage_seconds = clock.seconds
             _close_audit(audit, outcome)
+            self._notify(outcome)
         return outcome
+
+    def _notify(self, outcome: Outcome) -> None:
+        """Queue notifications; delivery happens in the background and never fails a run."""
+        if self.notifier is None:
+            return
+        try:
+            self.notifier.publish(event_from_outcome(outcome, self.settings))
+        except Exception as exc:  # a notification problem must never change the outcome
+            outcome.warnings.append(f"notification not sent: {redact(str(exc))[:300]}")
 
     def _attempt(
         self,

@@ -85,6 +85,7 @@ class AuditRun:
         self.registry = registry
         self.experiment = experiment
         self.run_id: str | None = None
+        self.experiment_id: str | None = None
         self._stage_started: dict[str, float] = {}
 
     def start(self, params: dict[str, str], run_name: str) -> str:
@@ -96,6 +97,7 @@ class AuditRun:
                 if experiment is not None
                 else client.create_experiment(self.experiment)
             )
+            self.experiment_id = experiment_id
             run = client.create_run(experiment_id, run_name=run_name, tags={"ztml.audit": "true"})
             self.run_id = run.info.run_id
             for key, value in params.items():
