@@ -73,3 +73,46 @@ GOOD_METRICS = {
     "fairness.equalized_odds": 0.05,
     "drift.psi": 0.02,
 }
+
+
+BROKEN_AFTER_WARMUP = '''
+import mlflow
+import pandas as pd
+
+
+class BrokenAfterWarmup(mlflow.pyfunc.PythonModel):
+    """Answers the server's warm-up (two calls: one to warm, one timed), then fails every
+    request: a model whose feature store went away between start-up and traffic."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def predict(self, context, model_input, params=None):
+        self.calls += 1
+        if self.calls > 2:
+            raise RuntimeError("feature store unreachable")
+        return pd.Series([0] * len(model_input))
+
+
+mlflow.models.set_model(BrokenAfterWarmup())
+'''
+
+
+def register_broken_pyfunc(tracking_uri: str, name: str, code_dir) -> str:
+    """A version that passes the gate and starts, but fails /predict after warm-up."""
+    mlflow.set_tracking_uri(tracking_uri)
+    frame, _ = training_frame()
+    code = code_dir / "broken_model.py"
+    code.write_text(BROKEN_AFTER_WARMUP)
+    with mlflow.start_run():
+        mlflow.log_metrics(GOOD_METRICS)
+        dataset = mlflow.data.from_pandas(frame, source=APPROVED_SOURCE, name="train")
+        mlflow.log_input(dataset, context="training")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(code),
+            input_example=frame.head(2),
+            pip_requirements=[f"mlflow=={mlflow.__version__}", "pandas==3.1.1"],
+            registered_model_name=name,
+        )
+    return str(info.registered_model_version)

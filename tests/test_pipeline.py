@@ -173,3 +173,34 @@ def test_cli_deploy_status_and_delete_across_processes(ztml_env) -> None:
     )
     assert missing.returncode == 2
     assert "no deployment named 'pipe-cli-local'" in missing.stderr
+
+
+def test_verify_failure_rolls_back_to_the_serving_version(ztml_env, pipeline, tmp_path) -> None:
+    from tests.models import register_broken_pyfunc
+
+    v1 = register_sklearn(ztml_env.url, "pipe-rollback", metrics=GOOD_METRICS)
+    first = pipeline.run(f"models:/pipe-rollback/{v1}", "local", DeployOptions())
+    assert first.status == "deployed", first.error
+    try:
+        v2 = register_broken_pyfunc(ztml_env.url, "pipe-rollback", tmp_path)
+        with TrafficLoop("pipe-rollback-local", {"inputs": [ROW]}) as traffic:
+            second = pipeline.run(f"models:/pipe-rollback/{v2}", "local", DeployOptions())
+        assert second.status == "rolled_back"
+        # verification's /predict got the model's 500 (the server itself stayed up)
+        assert "/predict" in second.error and "500" in second.error, second.error
+        assert second.previous_version == v1
+        assert traffic.failures == [] and traffic.ok > 0
+        status = process_runtime().get("pipe-rollback-local")
+        assert status.model_version == v1 and status.endpoint == first.endpoint
+        tags = _tags(ztml_env.url, "pipe-rollback", v2)
+        assert tags["ztml.local.status"] == "rolled_back"
+        assert (
+            "feature store unreachable" in tags["ztml.local.error"]
+            or "500" in tags["ztml.local.error"]
+        )
+        assert _tags(ztml_env.url, "pipe-rollback", v1)["ztml.local.status"] == "deployed"
+        # only one serving process is left: the candidate was removed
+        logs = list((tmp_path / "ztml-home" / "process" / "logs").glob("pipe-rollback-local-*"))
+        assert len(logs) == 2
+    finally:
+        pipeline.delete("pipe-rollback-local", "local")
