@@ -8,6 +8,7 @@ Prints the registered version number on the last line.
 from __future__ import annotations
 
 import argparse
+import warnings
 
 import mlflow
 import numpy as np
@@ -17,6 +18,7 @@ from mlflow.models import infer_signature
 from torch import nn
 
 FEATURES = [f"f{i}" for i in range(8)]
+warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
 
 
 def make_data(seed: int = 7, rows: int = 512) -> tuple[np.ndarray, np.ndarray]:
