@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 
 import mlflow
@@ -46,9 +47,13 @@ def register_sklearn(
             mlflow.log_metric(key, value)
         for key, value in (run_tags or {}).items():
             mlflow.set_tag(key, value)
-        for index, source in enumerate(data_sources or ()):
+        for source in data_sources or ():
+            # MLflow keeps one dataset per (name, digest) in an experiment: a distinct name per
+            # source keeps each version's lineage its own.
             dataset = mlflow.data.from_pandas(
-                frame.assign(label=labels), source=source, name=f"train-{index}"
+                frame.assign(label=labels),
+                source=source,
+                name=f"train-{zlib.crc32(source.encode())}",
             )
             mlflow.log_input(dataset, context="training")
         info = mlflow.sklearn.log_model(

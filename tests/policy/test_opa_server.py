@@ -60,18 +60,13 @@ def test_load_mode_pushes_policies_and_data_once(
     remote = OpaServerEngine(opa.url, mode="load", bundle=default_bundle)
     for _ in range(3):
         assert gate.evaluate(manifest(), "production", remote).allow
+    shipped = {f"ztml/{name}" for name in default_bundle.modules}
+    assert "ztml/governance/governance.rego" in shipped and "ztml/lib/ztml.rego" in shipped
     puts = [path for method, path in opa.double.requests if method == "PUT"]
-    assert sorted(puts) == [
-        "/v1/data/ztml",
-        "/v1/policies/ztml/governance/governance.rego",
-        "/v1/policies/ztml/lib/ztml.rego",
-    ]
+    assert sorted(puts) == sorted(["/v1/data/ztml", *(f"/v1/policies/{m}" for m in shipped)])
     posts = [path for method, path in opa.double.requests if method == "POST"]
     assert posts == ["/v1/data/ztml/governance"] * 3
-    assert set(opa.double.policies) == {
-        "ztml/governance/governance.rego",
-        "ztml/lib/ztml.rego",
-    }
+    assert set(opa.double.policies) == shipped
     assert opa.double.data["ztml"] == default_bundle.data["ztml"]
 
 
