@@ -383,5 +383,111 @@ def notify_test_command(env: str | None) -> None:
     sys.exit(1 if failed else 0)
 
 
+@main.command("controller")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, type=int, show_default=True)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def controller_command(host: str, port: int, log_level: str) -> None:
+    """Run the registry controller: MLflow webhooks + a reconcile loop + workers.
+
+    Aliases, legacy stages and `ztml.deploy` version tags in the registry (see `controller:`
+    in ztml.yaml) decide which version runs in which environment; the controller makes it so
+    and writes the outcome back as `ztml.<env>.*` tags. The webhook secret comes from
+    ZTML_WEBHOOK_SECRET (ZTML_WEBHOOK_PREVIOUS_SECRET is accepted too, during rotation).
+    Endpoints: POST /webhooks/mlflow, /healthz, /readyz, /metrics, /status.
+    """
+    import logging
+
+    import uvicorn
+
+    from mlflow_ztml.controller.app import create_app
+    from mlflow_ztml.controller.manager import Controller
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    controller = Controller(_settings())
+    uvicorn.run(
+        create_app(controller),
+        host=host,
+        port=port,
+        log_level="warning" if log_level == "info" else log_level,
+        access_log=False,
+    )
+
+
+@main.group("webhook")
+def webhook_group() -> None:
+    """Register the controller's webhook in MLflow and test it."""
+
+
+_option_webhook_name = click.option(
+    "--name", default=None, help="Webhook name in MLflow (default: controller.webhook_name)."
+)
+
+
+@webhook_group.command("register")
+@click.option(
+    "--url",
+    required=True,
+    help="Where MLflow should post, e.g. https://ztml.example.com/webhooks/mlflow "
+    "(a bare base URL gets /webhooks/mlflow appended).",
+)
+@_option_webhook_name
+def webhook_register_command(url: str, name: str | None) -> None:
+    """Create or update the MLflow webhook (events and secret) that feeds the controller.
+
+    The secret is ZTML_WEBHOOK_SECRET, the same one the controller verifies with.
+    """
+    from mlflow_ztml.controller import signature, webhooks
+    from mlflow_ztml.registry import Registry
+
+    settings = _settings()
+    secrets = signature.secrets_from_env()
+    result = webhooks.register(
+        Registry(settings).client,
+        url,
+        secrets[0] if secrets else "",
+        name or settings.controller.webhook_name,
+    )
+    verb = "created" if result.created else "updated"
+    click.echo(f"{verb} webhook {result.name} ({result.webhook_id}) -> {result.url}")
+    click.echo(f"  events: {', '.join(result.events)}")
+
+
+@webhook_group.command("test")
+@_option_webhook_name
+@click.option(
+    "--event",
+    default=None,
+    help="Event to simulate (default: model_version_alias.created).",
+)
+def webhook_test_command(name: str | None, event: str | None) -> None:
+    """Ask MLflow to send its signed test delivery to the registered URL and show the answer.
+
+    Exit 0 when the controller accepted it, 2 otherwise.
+    """
+    from mlflow_ztml.controller import webhooks
+    from mlflow_ztml.registry import Registry
+
+    settings = _settings()
+    result = webhooks.send_test(
+        Registry(settings).client, name or settings.controller.webhook_name, event
+    )
+    verdict = "OK" if result.success else "FAILED"
+    click.echo(f"{verdict} {result.event} -> {result.url} (HTTP {result.status or '-'})")
+    if result.body:
+        click.echo(f"  response: {result.body[:500]}")
+    if result.error:
+        click.echo(f"  error: {result.error}")
+    if not result.success:
+        sys.exit(EXIT_ERROR)
+
+
 if __name__ == "__main__":
     main()

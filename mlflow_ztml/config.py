@@ -140,7 +140,15 @@ class MlflowConfig(BaseModel):
 
 
 class BuildConfig(BaseModel):
-    """How serving images are built and pushed (docker runtime, kubernetes runtime)."""
+    """How serving images are built and pushed (docker runtime, kubernetes runtime).
+
+    The image is `REGISTRY/REPOSITORY/<model>:v<version>-<env>`, deployed by digest. With no
+    `registry` (or `push: false`) the image stays in the local engine and is deployed by its
+    image id. Credentials never live here: ECR registries log in through boto3; any other
+    registry reads the password from the environment variable named by
+    `registry_password_env`, else from Docker's own credential store (`docker login`).
+    `no_cache: true` rebuilds every layer (to pick up patched packages behind unchanged pins).
+    """
 
     model_config = ConfigDict(extra="forbid")
     base_image: str = "python:3.11-slim"
@@ -152,16 +160,35 @@ class BuildConfig(BaseModel):
     pip_find_links: str | None = None
     build_args: dict[str, str] = Field(default_factory=dict)
     push: bool = True
+    registry_username: str | None = None
+    registry_password_env: str | None = None
+    ecr_region: str | None = None
+    network_mode: str | None = None
+    timeout_seconds: float = Field(default=1800, gt=0)
+    no_cache: bool = False
 
 
 class ScanConfig(BaseModel):
-    """How images are scanned (trivy) before they may run."""
+    """How images are scanned (trivy) before they may run.
+
+    `trivy_binary` defaults to the `trivy` next to the running Python (the `[scan]` extra),
+    else on PATH. The vulnerability database is downloaded into `cache_dir` (default
+    `$ZTML_HOME/trivy`) unless `offline` is set; `db_repository` points at a mirror. A scan
+    that cannot run a scanner says so in its report and the `ztml.scan` policy decides.
+    `enabled: false` skips scanning; the report then says every scanner was disabled, which
+    the policy judges like any other gap (production denies by default).
+    """
 
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
     trivy_binary: str | None = None
     timeout_seconds: float = Field(default=600, gt=0)
     cache_dir: Path | None = None
+    offline: bool = False
+    db_repository: str | None = None
+    scan_secrets: bool = True
+    scan_misconfigurations: bool = True
+    sbom: bool = True
 
 
 class LeaderElectionConfig(BaseModel):
@@ -169,9 +196,9 @@ class LeaderElectionConfig(BaseModel):
     Lease reconciles. Off by default (one process needs no election).
 
     `namespace` defaults to the pod's own namespace (the service account's namespace file),
-    `identity` to the pod name (HOSTNAME). The timings follow client-go's defaults: a leader
-    that cannot renew for `renew_deadline_seconds` stops leading before another replica may
-    take over after `lease_duration_seconds`.
+    `identity` to the pod name (POD_NAME or the hostname) plus a random suffix. As in
+    client-go, a leader that cannot renew for `renew_deadline_seconds` stops leading before
+    another replica may take over after `lease_duration_seconds`.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -255,16 +282,38 @@ class NotificationTarget(BaseModel):
 
 
 class KubernetesConfig(BaseModel):
-    """Where and how the kubernetes runtime installs Helm releases in one environment."""
+    """Where and how the kubernetes runtime installs Helm releases in one environment.
+
+    `namespace`, `kubeconfig`, `context`: the target (no kubeconfig: `KUBECONFIG`, then
+    `~/.kube/config`, then the in-cluster service account). `preset`: the chart's sizing preset
+    (default: `dev` for the `local` policy profile, else the profile's name when it is a preset,
+    else `production`). `values`: chart values deep-merged over what ztml computes from the
+    deployment (ingress, IRSA role, network policy namespaces...); the model identity, image
+    and labels always come from the deployment. `approved_registries`: image prefixes the
+    `ztml.deployment` policy accepts here, added to the policy data's own list.
+    `helm`: `auto` uses helm-python-sdk when installed, else the `helm` (v4) binary on PATH.
+    `helm_test`: run the chart's `helm test` hook (in-cluster /predict) before verify.
+    `verify_via`: how ztml's own verify reaches the pods: `service` (the cluster DNS name:
+    ztml runs inside the cluster), `port-forward` (through the API server), or `auto`
+    (service when running in a pod, else port-forward).
+    """
 
     model_config = ConfigDict(extra="forbid")
-    namespace: str = "ztml"
+    namespace: str = Field(
+        default="ztml", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63
+    )
     kubeconfig: Path | None = None
     context: str | None = None
     preset: Literal["dev", "staging", "production"] | None = None
     values: dict[str, Any] = Field(default_factory=dict)
     timeout_seconds: float = Field(default=600, gt=0)
     approved_registries: list[str] = Field(default_factory=list)
+    chart: Path | None = None
+    helm: Literal["auto", "sdk", "binary"] = "auto"
+    helm_test: bool = True
+    verify_via: Literal["auto", "service", "port-forward"] = "auto"
+    max_history: int = Field(default=10, ge=1)
+    create_namespace: bool = False
 
 
 def _builtin_environments() -> dict[str, dict[str, Any]]:

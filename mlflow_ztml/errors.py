@@ -37,3 +37,25 @@ class DeployError(ZtmlError):
 
 class BuildError(ZtmlError):
     """The serving image could not be built or pushed."""
+
+
+class ScanError(ZtmlError):
+    """The image scanner could not run at all (not installed, timed out, unreadable output).
+
+    A scanner that runs but lacks something (no vulnerability database) is not an error: the
+    scan report says so and the scan policy decides.
+    """
+
+
+class DeploymentPolicyError(PolicyError):
+    """The rendered Kubernetes objects were denied by the `ztml.deployment` policy.
+
+    Raised by the kubernetes runtime before anything is applied; the pipeline maps it to
+    `rejected`. `decision` is the policy Decision (deny/warn messages, engine) and `objects`
+    the rendered objects that were judged (for the audit run).
+    """
+
+    def __init__(self, message: str, decision: object, objects: list[dict] | None = None) -> None:
+        super().__init__(message)
+        self.decision = decision
+        self.objects = objects or []

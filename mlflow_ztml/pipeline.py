@@ -18,15 +18,17 @@ needs no image, so they are skipped and say so in the plan.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, Field
 
 from mlflow_ztml import evidence, gate, verify
 from mlflow_ztml.config import Settings
-from mlflow_ztml.errors import DeployError, ZtmlError
+from mlflow_ztml.errors import DeployError, DeploymentPolicyError, ZtmlError
 from mlflow_ztml.manifest import ModelDeployment
 from mlflow_ztml.notify import Notifier, event_from_outcome
 from mlflow_ztml.policy.engine import Decision, PolicyEngine, make_engine
@@ -148,13 +150,15 @@ class Pipeline:
         self.notifier = notifier
         self.registry = registry or Registry(settings)
         self._engine = engine
+        self._engine_lock = threading.Lock()
         self.progress = progress or (lambda _stage: None)
 
     @property
     def engine(self) -> PolicyEngine:
         """Built on first use: status and delete need no policies."""
-        if self._engine is None:
-            self._engine = make_engine(self.settings)
+        with self._engine_lock:  # the controller's workers share one pipeline
+            if self._engine is None:
+                self._engine = make_engine(self.settings)
         return self._engine
 
     def runtime_for(self, environment: str, options: DeployOptions) -> Runtime:
@@ -284,6 +288,15 @@ class Pipeline:
         tags.set(None, decision=verdict, violations="", warnings=decision.warn)
 
         spec = _spec(document, environment, name, runtime.name, options, self.registry.tracking_uri)
+        if runtime.name in IMAGE_RUNTIMES:
+            image = self._build_and_scan(document, environment, tags, audit, clock, outcome)
+            if image is None:
+                return  # the scan policy denied: rejected, nothing started
+            spec.image = image
+            outcome.image = image
+        render = getattr(runtime, "render", None)
+        if render is not None:  # image runtimes that apply manifests (kubernetes)
+            audit.text("manifests.yaml", yaml.safe_dump_all(render(spec), sort_keys=False))
         clock.stage("deploy")
         tags.set("deploying")
 
@@ -294,12 +307,34 @@ class Pipeline:
 
         try:
             status, changed = runtime.deploy(spec, verify_candidate)
+        except DeploymentPolicyError as exc:
+            denied: Decision = exc.decision  # type: ignore[assignment]
+            outcome.status = "rejected"
+            outcome.decision = denied
+            audit.json("deployment-decision.json", denied.model_dump())
+            tags.set("rejected", decision="deny", violations=denied.deny, warnings=denied.warn)
+            return
         except DeployError:
             outcome.status = "rolled_back" if previous else "failed"
             raise
         clock.stage("record")
         outcome.status = "deployed" if changed else "unchanged"
         outcome.endpoint = status.endpoint
+        try:
+            self._record_deployed(tags, status, name, spec, previous, changed, environment)
+        except ZtmlError as exc:  # the new version serves: losing a tag must not say otherwise
+            outcome.warnings.append(f"deployed, but MLflow tags not written: {redact(str(exc))}")
+
+    def _record_deployed(
+        self,
+        tags: VersionRecorder,
+        status: DeploymentStatus,
+        name: str,
+        spec: DeploymentSpec,
+        previous: DeploymentStatus | None,
+        changed: bool,
+        environment: str,
+    ) -> None:
         tags.set("deployed", endpoint=status.endpoint, deployment=name, error="")
         if (
             changed
@@ -310,6 +345,69 @@ class Pipeline:
             VersionRecorder(
                 self.registry, previous.model_name, previous.model_version, environment
             ).set("superseded", superseded_by=spec.model_version)
+
+    def _build_and_scan(
+        self,
+        document: ModelDeployment,
+        environment: str,
+        tags: VersionRecorder,
+        audit: AuditRun,
+        clock: _Clock,
+        outcome: Outcome,
+    ) -> str | None:
+        """Build, push and scan the image; return its digest reference, or None when the scan
+        policy denies (the outcome is then `rejected`, with the scan's reasons)."""
+        from mlflow_ztml import build, scan
+
+        model = document.spec.model
+        clock.stage("build")
+        tags.set("building")
+        built = build.ImageBuilder(
+            self.settings, progress=lambda line: self.progress(f"build: {line}")
+        ).build(
+            build.BuildRequest(
+                model_name=model.name,
+                model_version=model.version or "",
+                model_uri=model.uri,
+                run_id=model.run_id,
+                environment=environment,
+            )
+        )
+        audit.json("build.json", built.model_dump(exclude={"dockerfile"}))
+        audit.metric("image_size_bytes", built.size_bytes)
+        tags.set(None, image=built.reference, digest=built.digest or built.image_id)
+
+        clock.stage("scan")
+        tags.set("scanning")
+        scanner = scan.Scanner(
+            self.settings.scan, self.settings.home, lambda line: self.progress(f"scan: {line}")
+        )
+        result = scanner.scan_image(built.image_id, dockerfile=built.dockerfile)
+        report = result.report
+        report.image = built.reference
+        audit.json("scan-report.json", report.model_dump(mode="json"))
+        if result.sbom:
+            audit.text("sbom.cdx.json", result.sbom)
+        for key, value in report.metrics().items():
+            audit.metric(key, value)
+        decision = scan.evaluate(report, environment, self.engine)
+        audit.json("scan-decision.json", decision.model_dump())
+        outcome.warnings.extend(decision.warn)
+        verdict = "allow" if decision.allow else "deny"
+        if not decision.allow:
+            outcome.status = "rejected"
+            outcome.decision = decision
+            tags.set(
+                "rejected",
+                scan=report.summary(),
+                scan_decision=verdict,
+                decision=verdict,
+                violations=decision.deny,
+                warnings=outcome.warnings,
+            )
+            return None
+        tags.set(None, scan=report.summary(), scan_decision=verdict, warnings=outcome.warnings)
+        return built.reference
 
     def _manifest(
         self, model_uri: str, environment: str, current: DeploymentStatus | None

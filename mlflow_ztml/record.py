@@ -64,14 +64,15 @@ class VersionRecorder:
         if status is not None and status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
         tags: dict[str, str] = {}
-        if status is not None:
-            tags["status"] = status
         for key, value in fields.items():
             if value is None:
                 continue
             if isinstance(value, list | tuple):
                 value = "\n".join(str(v) for v in value)
             tags[key] = clip(redact(str(value)))
+        # status goes last: whoever watches it sees `deployed` only once the endpoint is there
+        if status is not None:
+            tags["status"] = status
         tags["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         self.registry.set_version_tags(
             self.model, self.version, {self.prefix + k: v for k, v in tags.items()}

@@ -44,6 +44,14 @@ def test_wheel_carries_policies_data_and_every_package(wheel: zipfile.ZipFile) -
     }
     assert shipped_rego and shipped_rego <= names
     assert "mlflow_ztml/default_policies/data.json" in names
+    chart = ROOT / "helm" / "ztml-inference"
+    shipped_chart = {
+        f"mlflow_ztml/charts/ztml-inference/{p.relative_to(chart)}"
+        for p in chart.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    assert "mlflow_ztml/charts/ztml-inference/Chart.yaml" in shipped_chart
+    assert shipped_chart <= names, sorted(shipped_chart - names)
     for package in (
         "mlflow_ztml",
         "mlflow_ztml/policy",

@@ -1,4 +1,4 @@
-"""Deploy runtimes behind one interface: `process` now; `docker` and `kubernetes` plug in here."""
+"""Deploy runtimes behind one interface: `process`, `docker` and `kubernetes`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,15 @@ def get_runtime(name: str, settings: Settings) -> Runtime:
         from mlflow_ztml.runtimes.process import ProcessRuntime
 
         return ProcessRuntime(settings.home / "process")
+    if name == "docker":
+        from mlflow_ztml.runtimes.docker import DockerRuntime
+
+        return DockerRuntime(settings.home / "docker", build=settings.build)
+    if name == "kubernetes":
+        from mlflow_ztml.runtimes.kubernetes import KubernetesRuntime
+
+        return KubernetesRuntime(settings)
     raise ConfigError(
-        f"runtime {name!r} is not available in this version of ztml; use runtime: process"
+        f"runtime {name!r} is not available in this version of ztml; "
+        "use runtime: process, docker or kubernetes"
     )

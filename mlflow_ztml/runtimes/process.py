@@ -9,7 +9,6 @@ old process, verifies it, points the deployment at it and only then stops the ol
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import signal
@@ -17,13 +16,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import requests
 
 from mlflow_ztml.errors import DeployError
 from mlflow_ztml.runtimes.base import DeploymentSpec, DeploymentStatus, Verifier
+from mlflow_ztml.runtimes.locking import deployment_lock
 
 _STOP_GRACE_SECONDS = 15.0
 # Callers that read the old endpoint just before the switch still get to connect.
@@ -38,7 +37,7 @@ class ProcessRuntime:
         (self.root / "logs").mkdir(parents=True, exist_ok=True)
 
     def deploy(self, spec: DeploymentSpec, verify: Verifier) -> tuple[DeploymentStatus, bool]:
-        with self._locked(spec.name):
+        with deployment_lock(self.root, spec.name):
             current = self.get(spec.name)
             if (
                 current is not None
@@ -46,18 +45,22 @@ class ProcessRuntime:
                 and current.fingerprint == spec.fingerprint()
             ):
                 return current, False
+            self._remove_orphan_candidate(spec.name)
             old_record = self._read(spec.name)
             if spec.port is not None and old_record and old_record.get("port") == spec.port:
                 self._stop(old_record)  # a fixed port cannot be shared: no overlap possible
                 old_record = None
             candidate = self._start(spec)
+            self._write_json(self._candidate_path(spec.name), candidate)
             try:
                 self._wait_ready(candidate, spec.ready_timeout_seconds)
                 verify(self._status(candidate))
             except BaseException:
                 self._stop(candidate)
+                self._candidate_path(spec.name).unlink(missing_ok=True)
                 raise
             self._write(spec.name, candidate)
+            self._candidate_path(spec.name).unlink(missing_ok=True)
             if old_record:
                 if _running(old_record):
                     time.sleep(_SWITCH_GRACE_SECONDS)
@@ -73,7 +76,8 @@ class ProcessRuntime:
         return [status for name in names if (status := self.get(name)) is not None]
 
     def delete(self, name: str) -> None:
-        with self._locked(name):
+        with deployment_lock(self.root, name):
+            self._remove_orphan_candidate(name)
             record = self._read(name)
             if record is None:
                 raise DeployError(f"no process deployment named {name!r}")
@@ -193,18 +197,28 @@ class ProcessRuntime:
             raise DeployError(f"corrupt state file {self._path(name)}: {exc}") from None
 
     def _write(self, name: str, record: dict) -> None:
-        tmp = self._path(name).with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=2))
-        tmp.replace(self._path(name))
+        self._write_json(self._path(name), record)
 
-    @contextlib.contextmanager
-    def _locked(self, name: str) -> Iterator[None]:
-        with open(self.root / f".{name}.lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    @staticmethod
+    def _write_json(path: Path, record: dict) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=2))
+        tmp.replace(path)
+
+    def _candidate_path(self, name: str) -> Path:
+        return self.root / f".{name}.candidate"
+
+    def _remove_orphan_candidate(self, name: str) -> None:
+        """A candidate left by a process that died mid-deploy (the caller was killed) is
+        stopped before the next attempt, so no unmanaged server keeps running."""
+        path = self._candidate_path(name)
+        try:
+            record = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            path.unlink(missing_ok=True)
+            return
+        self._stop(record)
+        path.unlink(missing_ok=True)
 
 
 def _free_port() -> int:

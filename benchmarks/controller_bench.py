@@ -1,0 +1,304 @@
+"""Benchmark: registry change -> new version answering, with and without the webhook.
+
+A real `mlflow server` (webhooks enabled), a real `ztml controller` process and the process
+runtime. Each trial moves the alias `bench` (-> environment `local`) between two registered
+sklearn versions and measures from the `set_registered_model_alias` call until `/predict`
+answers 200 on the deployment now running the new version (the update path: the old version
+serves until the new one is verified).
+
+- webhook: MLflow delivers `model_version_alias.created`; the poll interval stays at the
+  product default (30 s) so it hardly ever contributes;
+- polling only: the same with the webhook disabled in MLflow (what a lost delivery or a
+  stage transition costs): latency = deploy time + the wait for the next poll;
+- webhook endpoint throughput: signed deliveries over HTTP to the running controller (8 client
+  threads on this machine's two cores, so the client competes with the server), and the
+  in-process ceiling of verify + parse + route + enqueue.
+
+    .venv/bin/python benchmarks/controller_bench.py [--trials 10] [--poll-interval 30]
+
+Target: median under 10 s with the webhook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("RUST_LIB_BACKTRACE", "0")
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+from cryptography.fernet import Fernet
+from mlflow import MlflowClient
+
+from mlflow_ztml.config import ControllerConfig
+from mlflow_ztml.controller import webhooks
+from mlflow_ztml.controller.app import WebhookReceiver
+from mlflow_ztml.controller.metrics import Metrics
+from mlflow_ztml.controller.signature import sign
+from mlflow_ztml.runtimes.process import ProcessRuntime
+from tests.mlflow_server import MlflowServer, free_port
+from tests.models import GOOD_METRICS, register_sklearn
+
+MODEL = "bench-controller"
+SECRET = "bench-" + uuid.uuid4().hex
+ROW = {"inputs": [{"income": 0.9, "age": 0.4, "debt": 0.1}]}
+WEBHOOK_ENV = {
+    "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+    "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+    "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+    "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+}
+
+
+class Controller:
+    def __init__(self, root: Path, tracking_uri: str, poll_interval: float) -> None:
+        (root / "ztml.yaml").write_text(
+            "controller:\n"
+            "  aliases: {bench: local}\n"
+            "  stages: {}\n"
+            f"  poll_interval_seconds: {poll_interval}\n"
+        )
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.home = root / "ztml-home"
+        self.env = {
+            **os.environ,
+            "ZTML_HOME": str(self.home),
+            "ZTML_CONFIG": str(root / "ztml.yaml"),
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "ZTML_WEBHOOK_SECRET": SECRET,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.root / "controller.log", "ab")  # noqa: SIM115 - lives with the process
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow_ztml.cli", "controller", "--port", str(self.port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.root,
+            start_new_session=True,
+        )
+        _wait(lambda: requests.get(f"{self.url}/readyz", timeout=1).status_code == 200, 60)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(40)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def _wait(check: Callable[[], bool], timeout: float, interval: float = 0.05) -> float:
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        with contextlib.suppress(requests.RequestException):
+            if check():
+                return time.perf_counter() - started
+        time.sleep(interval)
+    raise SystemExit(f"timed out after {timeout} s")
+
+
+def _answering(runtime: ProcessRuntime, name: str, version: str) -> bool:
+    status = runtime.get(name)
+    if not status or status.state != "running" or status.model_version != version:
+        return False
+    return requests.post(f"{status.endpoint}/predict", json=ROW, timeout=5).status_code == 200
+
+
+def _idle(controller_url: str) -> bool:
+    """Nothing queued or running: the previous trial's tail (stopping the old process,
+    writing tags) must not be billed to the next trial."""
+    status = requests.get(f"{controller_url}/status", timeout=5).json()
+    return not status["queue"]
+
+
+def trials(
+    client: MlflowClient,
+    runtime: ProcessRuntime,
+    controller_url: str,
+    versions: tuple[str, str],
+    count: int,
+    timeout: float,
+    spread: float = 0.0,
+) -> list[float]:
+    """`spread`: a random pause before each trial, so polling trials do not phase-lock
+    with the poll timer (which would make every trial wait the same amount)."""
+    name = f"{MODEL}-local"
+    results = []
+    for index in range(count):
+        _wait(lambda: _idle(controller_url), 60)
+        time.sleep(0.5 + random.uniform(0, spread))
+        target = versions[(index + 1) % 2]
+        started = time.perf_counter()
+        client.set_registered_model_alias(MODEL, "bench", target)
+        _wait(lambda t=target: _answering(runtime, name, t), timeout)
+        results.append(time.perf_counter() - started)
+        print(f"  trial {index + 1}: v{target} answering after {results[-1]:.2f} s", flush=True)
+    return results
+
+
+def summary(values: list[float]) -> str:
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return f"median {statistics.median(ordered):.2f} s, p95 {p95:.2f} s, worst {ordered[-1]:.2f} s"
+
+
+def _delivery(index: int) -> tuple[dict[str, str], bytes]:
+    body = (
+        '{"entity": "model_version_alias", "action": "created", "timestamp": "x", '
+        f'"data": {{"name": "bench-absent-{index % 10}", "alias": "bench", "version": "1"}}}}'
+    ).encode()
+    delivery_id = str(uuid.uuid4())
+    timestamp = str(int(time.time()))
+    return {
+        "Content-Type": "application/json",
+        "X-MLflow-Delivery-Id": delivery_id,
+        "X-MLflow-Timestamp": timestamp,
+        "X-MLflow-Signature": sign(SECRET, delivery_id, timestamp, body),
+    }, body
+
+
+def http_throughput(url: str, total: int, threads: int = 8) -> tuple[float, float, float]:
+    prepared = [_delivery(i) for i in range(total)]
+    latencies: list[float] = []
+    lock = threading.Lock()
+    cursor = iter(range(total))
+
+    def client() -> None:
+        session = requests.Session()
+        while True:
+            with lock:
+                index = next(cursor, None)
+            if index is None:
+                return
+            headers, body = prepared[index]
+            started = time.perf_counter()
+            response = session.post(f"{url}/webhooks/mlflow", data=body, headers=headers)
+            elapsed = time.perf_counter() - started
+            if response.status_code != 202:
+                raise SystemExit(f"unexpected {response.status_code}: {response.text}")
+            with lock:
+                latencies.append(elapsed)
+
+    started = time.perf_counter()
+    workers = [threading.Thread(target=client) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    seconds = time.perf_counter() - started
+    latencies.sort()
+    return total / seconds, latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
+
+
+def inprocess_throughput(total: int) -> float:
+    receiver = WebhookReceiver(
+        [SECRET],
+        ControllerConfig(aliases={"bench": "local"}),
+        ["local"],
+        enqueue=lambda _key: True,
+        metrics=Metrics(),
+    )
+    prepared = [_delivery(i) for i in range(total)]
+    started = time.perf_counter()
+    for headers, body in prepared:
+        code, _ = receiver.handle(headers, body)
+        assert code == 202
+    return total / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--poll-interval", type=float, default=30.0)
+    parser.add_argument("--polling-trials", type=int, default=None, help="default: --trials")
+    parser.add_argument("--requests", type=int, default=2000, help="for the throughput part")
+    parser.add_argument("--log", default="/tmp/ztml-controller-bench.log", help="controller log")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="ztml-controller-bench-") as tmp:
+        root = Path(tmp)
+        server = MlflowServer(root / "mlflow", env=WEBHOOK_ENV).start()
+        controller = Controller(root, server.url, args.poll_interval)
+        runtime = ProcessRuntime(controller.home / "process")
+        try:
+            client = MlflowClient(server.url)
+            versions = (
+                register_sklearn(server.url, MODEL, metrics=GOOD_METRICS),
+                register_sklearn(server.url, MODEL, metrics=GOOD_METRICS),
+            )
+            hook = webhooks.register(client, controller.url, SECRET, "ztml-bench")
+            controller.start()
+            print("warm-up: first deploy of v1", flush=True)
+            client.set_registered_model_alias(MODEL, "bench", versions[0])
+            _wait(lambda: _answering(runtime, f"{MODEL}-local", versions[0]), 120)
+
+            print(f"webhook ({args.trials} trials, poll every {args.poll_interval:.0f} s):")
+            with_webhook = trials(client, runtime, controller.url, versions, args.trials, 120)
+            if len(with_webhook) % 2:  # start the polling part from v1 again
+                versions = (versions[1], versions[0])
+
+            client.update_webhook(hook.webhook_id, status="DISABLED")
+            time.sleep(2)  # MLFLOW_WEBHOOK_CACHE_TTL=1
+            polling_count = args.polling_trials or args.trials
+            print(f"polling only ({polling_count} trials):")
+            polling = trials(
+                client,
+                runtime,
+                controller.url,
+                versions,
+                polling_count,
+                120 + args.poll_interval,
+                spread=args.poll_interval,
+            )
+
+            print(f"webhook endpoint throughput ({args.requests} signed deliveries):")
+            rps, p50, p99 = http_throughput(controller.url, args.requests)
+            ceiling = inprocess_throughput(max(args.requests, 5000))
+        finally:
+            controller.stop()
+            for status in runtime.list():
+                runtime.delete(status.name)
+            server.stop()
+            log = root / "controller.log"
+            if log.exists():
+                Path(args.log).write_bytes(log.read_bytes())
+
+    print()
+    print("| path | trials | alias set -> new version answering |")
+    print("|---|---|---|")
+    print(f"| webhook | {len(with_webhook)} | {summary(with_webhook)} |")
+    print(f"| polling only ({args.poll_interval:.0f} s) | {len(polling)} | {summary(polling)} |")
+    print()
+    print(
+        f"webhook endpoint over HTTP: {rps:.0f} deliveries/s, p50 {p50 * 1000:.1f} ms, "
+        f"p99 {p99 * 1000:.1f} ms (8 client threads, same 2 cores)"
+    )
+    print(f"in-process verify + parse + route + enqueue: {ceiling:.0f} deliveries/s")
+    print(f"controller log (stage timings per deploy): {args.log}")
+    median = statistics.median(with_webhook)
+    verdict = "met" if median < 10 else "NOT met"
+    print(f"target: webhook median < 10 s -> {verdict} ({median:.2f} s)")
+
+
+if __name__ == "__main__":
+    main()
