@@ -25,9 +25,7 @@ import argparse
 import contextlib
 import os
 import random
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,7 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("RUST_LIB_BACKTRACE", "0")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
-from cryptography.fernet import Fernet
 from mlflow import MlflowClient
 
 from mlflow_ztml.config import ControllerConfig
@@ -51,60 +48,13 @@ from mlflow_ztml.controller.app import WebhookReceiver
 from mlflow_ztml.controller.metrics import Metrics
 from mlflow_ztml.controller.signature import sign
 from mlflow_ztml.runtimes.process import ProcessRuntime
-from tests.mlflow_server import MlflowServer, free_port
+from tests.controller.helpers import SECRET
+from tests.controller.process import WEBHOOK_ENV, ControllerProcess
+from tests.mlflow_server import MlflowServer
 from tests.models import GOOD_METRICS, register_sklearn
 
 MODEL = "bench-controller"
-SECRET = "bench-" + uuid.uuid4().hex
 ROW = {"inputs": [{"income": 0.9, "age": 0.4, "debt": 0.1}]}
-WEBHOOK_ENV = {
-    "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
-    "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
-    "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-    "MLFLOW_WEBHOOK_CACHE_TTL": "1",
-}
-
-
-class Controller:
-    def __init__(self, root: Path, tracking_uri: str, poll_interval: float) -> None:
-        (root / "ztml.yaml").write_text(
-            "controller:\n"
-            "  aliases: {bench: local}\n"
-            "  stages: {}\n"
-            f"  poll_interval_seconds: {poll_interval}\n"
-        )
-        self.root = root
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.home = root / "ztml-home"
-        self.env = {
-            **os.environ,
-            "ZTML_HOME": str(self.home),
-            "ZTML_CONFIG": str(root / "ztml.yaml"),
-            "MLFLOW_TRACKING_URI": tracking_uri,
-            "ZTML_WEBHOOK_SECRET": SECRET,
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        log = open(self.root / "controller.log", "ab")  # noqa: SIM115 - lives with the process
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow_ztml.cli", "controller", "--port", str(self.port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-            cwd=self.root,
-            start_new_session=True,
-        )
-        _wait(lambda: requests.get(f"{self.url}/readyz", timeout=1).status_code == 200, 60)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(40)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
 
 
 def _wait(check: Callable[[], bool], timeout: float, interval: float = 0.05) -> float:
@@ -238,8 +188,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ztml-controller-bench-") as tmp:
         root = Path(tmp)
         server = MlflowServer(root / "mlflow", env=WEBHOOK_ENV).start()
-        controller = Controller(root, server.url, args.poll_interval)
-        runtime = ProcessRuntime(controller.home / "process")
+        (root / "ztml.yaml").write_text(
+            "controller:\n"
+            "  aliases: {bench: local}\n"
+            "  stages: {}\n"
+            f"  poll_interval_seconds: {args.poll_interval}\n"
+        )
+        controller = ControllerProcess(root, server.url)
+        runtime = ProcessRuntime(root / "ztml-home" / "process")
         try:
             client = MlflowClient(server.url)
             versions = (

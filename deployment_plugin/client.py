@@ -19,6 +19,7 @@ from mlflow_ztml.config import Settings, load_settings
 from mlflow_ztml.errors import ModelNotFoundError, ZtmlError
 from mlflow_ztml.notify import Notifier
 from mlflow_ztml.pipeline import DeployOptions, Outcome, Pipeline
+from mlflow_ztml.registry import ModelUri
 from mlflow_ztml.runtimes.base import DeploymentStatus
 
 CONFIG_OPTIONS: dict[str, str] = {
@@ -243,10 +244,12 @@ def _check_flavor(flavor: str | None) -> None:
 
 
 def _requested_version(model_uri: str) -> tuple[str, str] | None:
-    parts = model_uri.removeprefix("models:/").split("/")
-    if model_uri.startswith("models:/") and len(parts) == 2 and parts[1].isdigit():
-        return parts[0], parts[1]
-    return None
+    """(name, version) when the URI pins a version; aliases and stages resolve later."""
+    try:
+        ref = ModelUri.parse(model_uri)
+    except ModelNotFoundError:
+        return None  # the pipeline reports the malformed URI
+    return (ref.name, ref.version) if ref.version else None
 
 
 def _describe(status: DeploymentStatus) -> dict[str, Any]:

@@ -16,8 +16,6 @@ URLs (a Slack webhook URL is a credential) and secrets are never logged or put i
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import json
 import logging
@@ -35,6 +33,7 @@ import requests
 from prometheus_client import Counter
 from pydantic import BaseModel, Field
 
+from mlflow_ztml import signing
 from mlflow_ztml.config import NotificationTarget, Settings
 from mlflow_ztml.errors import ConfigError
 
@@ -72,9 +71,7 @@ class DeploymentEvent(BaseModel):
 
 def sign(secret: str, event_id: str, timestamp: str, body: bytes) -> str:
     """The `X-Ztml-Signature` value for a body; receivers recompute and compare in constant time."""
-    payload = f"{event_id}.{timestamp}.".encode() + body
-    digest = hmac.new(secret.encode(), payload, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
+    return signing.sign(secret, event_id, timestamp, body)
 
 
 def verify_signature(

@@ -14,7 +14,6 @@ Every comparison is constant-time (`hmac.compare_digest`).
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import os
 import time
@@ -22,12 +21,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+from mlflow_ztml import signing
 from mlflow_ztml.errors import ConfigError, ZtmlError
 
 SIGNATURE_HEADER = "X-MLflow-Signature"
 TIMESTAMP_HEADER = "X-MLflow-Timestamp"
 DELIVERY_ID_HEADER = "X-MLflow-Delivery-Id"
-SIGNATURE_VERSION = "v1"
+SIGNATURE_VERSION = signing.SIGNATURE_VERSION
 SECRET_ENV = "ZTML_WEBHOOK_SECRET"  # noqa: S105 - a variable name, not a secret
 PREVIOUS_SECRET_ENV = "ZTML_WEBHOOK_PREVIOUS_SECRET"  # noqa: S105
 
@@ -53,14 +53,7 @@ class SignatureError(ZtmlError):
 
 def sign(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:
     """The `X-MLflow-Signature` value MLflow would send (used by tests and the benchmark)."""
-    digest = hmac.new(
-        secret.encode(), _signed_content(delivery_id, timestamp, body), hashlib.sha256
-    )
-    return f"{SIGNATURE_VERSION},{base64.b64encode(digest.digest()).decode()}"
-
-
-def _signed_content(delivery_id: str, timestamp: str, body: bytes) -> bytes:
-    return f"{delivery_id}.{timestamp}.".encode() + body
+    return signing.sign(secret, delivery_id, timestamp, body)
 
 
 def verify(
@@ -114,10 +107,9 @@ def verify(
         raise SignatureError(
             "malformed_signature", f"{SIGNATURE_HEADER} holds no '{SIGNATURE_VERSION},<base64>'"
         )
-    content = _signed_content(delivery_id, timestamp, body)
     matched = False
     for secret in secrets:
-        expected = hmac.new(secret.encode(), content, hashlib.sha256).digest()
+        expected = signing.digest(secret, delivery_id, timestamp, body)
         for candidate in candidates:
             # No early exit: every pair is compared so timing says nothing about which matched.
             matched |= hmac.compare_digest(expected, candidate)

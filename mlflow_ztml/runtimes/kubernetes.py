@@ -94,11 +94,55 @@ class HelmBackend(Protocol):
 
     def install(
         self, chart: Path, release: str, values: dict[str, Any], labels: dict[str, str]
-    ) -> dict[str, Any]: ...
+    ) -> dict[str, Any]:
+        return self._apply(
+            "install",
+            chart,
+            release,
+            values,
+            labels,
+            create_namespace=self._settings.create_namespace,
+        )
 
     def upgrade(
         self, chart: Path, release: str, values: dict[str, Any], labels: dict[str, str]
-    ) -> dict[str, Any]: ...
+    ) -> dict[str, Any]:
+        return self._apply(
+            "upgrade",
+            chart,
+            release,
+            values,
+            labels,
+            cleanup_on_fail=True,
+            reset_values=True,
+            max_history=self._settings.max_history,
+        )
+
+    def _apply(
+        self,
+        action: str,
+        chart: Path,
+        release: str,
+        values: dict[str, Any],
+        labels: dict[str, str],
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """install/upgrade share waiting, rollback-on-failure (Helm 4's --atomic) and labels."""
+        summary: dict[str, Any] = self._call(
+            action,
+            getattr(self._cfg(), action),
+            str(chart),
+            release,
+            values,
+            namespace=self.namespace,
+            timeout=self._timeout,
+            wait="watcher",
+            rollback_on_failure=True,
+            labels=labels,
+            description=_description(labels),
+            **extra,
+        )
+        return summary
 
     def rollback(self, release: str, revision: int) -> None: ...
 

@@ -18,8 +18,9 @@ import requests
 from click.testing import CliRunner
 
 from mlflow_ztml.cli import main as cli
-from tests.controller.conftest import ControllerProcess, serving_pids
+from tests.controller.conftest import serving_pids
 from tests.controller.helpers import alias_created
+from tests.controller.process import ControllerProcess
 from tests.mlflow_server import MlflowServer
 from tests.models import GOOD_METRICS, register_sklearn
 from tests.pipeline_fixtures import TrafficLoop, process_runtime

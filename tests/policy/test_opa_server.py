@@ -7,7 +7,6 @@ pushing policies and data, querying, and failing closed on every kind of error.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from mlflow_ztml.policy.bundle import PolicyBundle, load_bundle
 from mlflow_ztml.policy.engine import make_engine
 from mlflow_ztml.policy.opa_server import OpaServerEngine
 from mlflow_ztml.policy.regorus import RegorusEngine
+from tests.mlflow_server import free_port
 from tests.policy.manifests import CASES, manifest
 from tests.policy.opa_double import OpaTestServer
 
@@ -29,12 +29,6 @@ def opa(opa_server: OpaTestServer) -> OpaTestServer:
     opa_server.double.reset()
     opa_server.double.requests.clear()
     return opa_server
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_load_mode_gives_the_same_decisions_as_in_process(
@@ -96,7 +90,7 @@ def test_query_mode_without_the_package_denies(opa: OpaTestServer) -> None:
 
 
 def test_unreachable_server_denies_with_the_connection_error() -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     for remote in (
         OpaServerEngine(url, mode="query", timeout=1, retries=0),
         OpaServerEngine(url, mode="load", timeout=1, retries=0, bundle=load_bundle()),

@@ -11,7 +11,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -22,6 +21,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+
+from tests.mlflow_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "s3cret-key"
@@ -45,12 +46,6 @@ class Echo(mlflow.pyfunc.PythonModel):
 
 mlflow.models.set_model(Echo())
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:
