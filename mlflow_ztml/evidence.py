@@ -57,7 +57,17 @@ def build(
     `serving_version` names the version now serving in `environment` (for regression rules);
     when None, the version tagged `ztml.<env>.status=deployed` in the registry is used, if any.
     """
-    facts = registry.resolve(model_uri)
+    return from_facts(registry, settings, registry.resolve(model_uri), environment, serving_version)
+
+
+def from_facts(
+    registry: Registry,
+    settings: Settings,
+    facts: VersionFacts,
+    environment: str,
+    serving_version: str | None = None,
+) -> ModelDeployment:
+    """`build()` for a version already resolved (the pipeline resolves it once, up front)."""
     info = registry.model_info(facts.uri)
     requirements = registry.requirements(facts.uri)
     env = settings.environment(environment)

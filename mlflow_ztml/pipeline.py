@@ -33,7 +33,7 @@ from mlflow_ztml.manifest import ModelDeployment
 from mlflow_ztml.notify import Notifier, event_from_outcome
 from mlflow_ztml.policy.engine import Decision, PolicyEngine, make_engine
 from mlflow_ztml.record import AuditRun, VersionRecorder, redact
-from mlflow_ztml.registry import Registry
+from mlflow_ztml.registry import Registry, VersionFacts
 from mlflow_ztml.runtimes import get_runtime
 from mlflow_ztml.runtimes.base import DeploymentSpec, DeploymentStatus, Runtime
 
@@ -173,7 +173,7 @@ class Pipeline:
         facts = self.registry.resolve(model_uri)
         name = options.name or default_deployment_name(facts.name, environment)
         current = runtime.get(name)
-        document = self._manifest(facts.uri, environment, current)
+        document = self._manifest(facts, environment, current)
         decision = gate.evaluate(document, environment, self.engine)
         spec = _spec(document, environment, name, runtime.name, options, None)
         unchanged = bool(
@@ -228,9 +228,7 @@ class Pipeline:
         )
         try:
             tags.set("pending", deployment=name, audit_run=audit_id, error="")
-            self._attempt(
-                facts.uri, environment, name, runtime, options, tags, audit, clock, outcome
-            )
+            self._attempt(facts, environment, name, runtime, options, tags, audit, clock, outcome)
         except ZtmlError as exc:
             outcome.error = redact(str(exc))
             if outcome.status not in ("rolled_back", "failed"):
@@ -254,7 +252,7 @@ class Pipeline:
 
     def _attempt(
         self,
-        model_uri: str,
+        facts: VersionFacts,
         environment: str,
         name: str,
         runtime: Runtime,
@@ -268,7 +266,7 @@ class Pipeline:
         current = runtime.get(name)
         previous = current if current and current.state == "running" else None
         outcome.previous_version = previous.model_version if previous else None
-        document = self._manifest(model_uri, environment, previous)
+        document = self._manifest(facts, environment, previous)
         outcome.manifest = document.to_dict()
         audit.text("manifest.yaml", document.to_yaml())
 
@@ -410,12 +408,14 @@ class Pipeline:
         return built.reference
 
     def _manifest(
-        self, model_uri: str, environment: str, current: DeploymentStatus | None
+        self, facts: VersionFacts, environment: str, current: DeploymentStatus | None
     ) -> ModelDeployment:
         serving_version = None
         if current is not None and current.state == "running":
             serving_version = current.model_version
-        return evidence.build(self.registry, self.settings, model_uri, environment, serving_version)
+        return evidence.from_facts(
+            self.registry, self.settings, facts, environment, serving_version
+        )
 
     def _record_failure(self, tags: VersionRecorder, outcome: Outcome) -> None:
         # When MLflow itself is what failed, the caller still gets the outcome and the error.
