@@ -21,6 +21,7 @@ from mlflow_ztml.notify import Notifier
 from mlflow_ztml.pipeline import DeployOptions, Outcome, Pipeline
 from mlflow_ztml.registry import ModelUri
 from mlflow_ztml.runtimes.base import DeploymentStatus
+from mlflow_ztml.verify import request_body
 
 CONFIG_OPTIONS: dict[str, str] = {
     "env": "target environment (also given as the target, ztml:/ENV); default: local",
@@ -294,16 +295,10 @@ def _result(outcome: Outcome) -> dict[str, Any]:
 
 def _request_body(inputs: Any) -> dict[str, Any]:
     """A DataFrame (what `mlflow deployments predict -I` gives) or JSON-able data -> /predict."""
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - pandas comes with mlflow
-        pd = None
-    if pd is not None and isinstance(inputs, pd.DataFrame):
+    import pandas as pd  # comes with mlflow
+
+    if isinstance(inputs, pd.DataFrame):
         if all(isinstance(c, str) for c in inputs.columns):
             return {"inputs": inputs.to_dict(orient="records")}
         return {"inputs": inputs.to_numpy().tolist()}
-    if isinstance(inputs, dict) and (
-        "inputs" in inputs or {"dataframe_split", "dataframe_records", "instances"} & set(inputs)
-    ):
-        return inputs
-    return {"inputs": inputs}
+    return request_body(inputs)
