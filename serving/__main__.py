@@ -1,45 +1,105 @@
 """`python -m serving --model-uri URI [--host H] [--port P] ...` (flags or SERVING_* env vars).
 
 Runs one uvicorn worker (scale with replicas: the model and its memory are per process) with
-uvloop/httptools when installed. SIGTERM stops accepting connections and drains in-flight
-requests for up to the request timeout before exiting. Exit code 1 when the model cannot be
-loaded or warmed up, so orchestrators see a failed start instead of a never-ready pod.
+uvloop/httptools when installed.
+
+SIGTERM drains: `/ready` answers 503 at once (load balancers stop sending), while every request
+already received (and any that still arrives) is answered as usual, with `Connection: close` so
+keep-alive clients reconnect elsewhere. The server stops listening and exits 0 once no request
+has been in flight for one whole tick (0.1 s: requests read from the socket but not yet parsed
+show up within it), or when `SERVING_SHUTDOWN_GRACE_SECONDS` have passed, whichever is first.
+A second SIGTERM (or SIGINT) stops at once, waiting only for requests already running.
+
+Exit code 1 when the model cannot be loaded or warmed up, so orchestrators see a failed start
+instead of a never-ready pod; the reason (exception type and message, redacted) is then the last
+line on stderr, so a runtime that shows "last log lines" shows why.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Sequence
 
 import uvicorn
 
 from serving import logs
-from serving.app import create_app
+from serving.app import ServerState, create_app
 from serving.config import load_settings
+from serving.redact import one_line
 
 log = logging.getLogger("serving")
 
 
 class _Server(uvicorn.Server):
-    """uvicorn server that marks the app as stopping (/ready -> 503) as soon as a signal comes
-    and, after a graceful drain on SIGTERM, exits 0 instead of re-raising the signal."""
+    """uvicorn server that drains on the first SIGTERM (see the module docstring)."""
 
-    state = None
+    def __init__(self, config: uvicorn.Config, state: ServerState, grace_seconds: float) -> None:
+        super().__init__(config)
+        self.state = state
+        self.grace_seconds = grace_seconds
+        self.drain_deadline: float | None = None
+        self._announced = False
+        self._idle_at: int | None = None  # requests seen when the last tick found none running
 
     def handle_exit(self, sig: int, frame: object) -> None:
-        if self.state is not None and self.state.status == "ready":
-            self.state.status = "stopping"
+        """Runs in the signal handler: only sets flags; `on_tick` does the work."""
+        if self.state.status in ("ready", "loading"):
+            self.state.status = "stopping"  # /ready -> 503 before anything else happens
+        if sig == signal.SIGTERM and self.drain_deadline is None and not self.should_exit:
+            self.drain_deadline = time.monotonic() + self.grace_seconds
+            return
         super().handle_exit(sig, frame)  # type: ignore[arg-type]
-        captured = getattr(self, "_captured_signals", None)
+        captured = self._captured_signals
         if sig == signal.SIGTERM and captured and captured[-1] == sig:
-            captured.pop()
+            captured.pop()  # a drained SIGTERM exits 0 instead of re-raising the signal
+
+    async def on_tick(self, counter: int) -> bool:
+        if await super().on_tick(counter):
+            return True
+        return self.drain_deadline is not None and self._drained()
+
+    def _drained(self) -> bool:
+        """True once nothing ran during a whole tick, or the grace period is over."""
+        assert self.drain_deadline is not None
+        running = len(self.server_state.tasks)
+        if not self._announced:
+            self._announced = True
+            self.state.metrics.ready.set(0)
+            log.info(
+                "SIGTERM: draining",
+                extra={"in_flight": running, "grace_seconds": self.grace_seconds},
+            )
+        left = self.drain_deadline - time.monotonic()
+        if left <= 0:
+            log.warning(
+                "grace period over (SERVING_SHUTDOWN_GRACE_SECONDS): stopping",
+                extra={"in_flight": running},
+            )
+            self.config.timeout_graceful_shutdown = 0
+            return True
+        seen = self.server_state.total_requests
+        if running:
+            self._idle_at = None
+            return False
+        if self._idle_at != seen:
+            self._idle_at = seen  # idle now: exit if still idle, with no new request, next tick
+            return False
+        log.info("drained: stopping", extra={"requests": seen})
+        self.config.timeout_graceful_shutdown = max(int(left), 1)
+        return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until stopped; 0 after a drain, 1 when the model cannot be served."""
     settings = load_settings(argv)
     logs.configure(settings.log_level)
+    # A served model makes no calls home: MLflow's usage telemetry stays off unless asked for.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     server: _Server | None = None
 
     def fatal() -> None:
@@ -59,10 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         lifespan="on",
         backlog=2048,
         timeout_keep_alive=75,  # longer than common load-balancer idle timeouts (60 s)
-        timeout_graceful_shutdown=int(settings.request_timeout_seconds) + 5,
+        timeout_graceful_shutdown=max(int(settings.shutdown_grace_seconds), 1),
     )
-    server = _Server(config)
-    server.state = app.state.serving
+    state: ServerState = app.state.serving
+    server = _Server(config, state, settings.shutdown_grace_seconds)
     log.info(
         "starting",
         extra={
@@ -75,8 +135,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
     )
     server.run()
-    return 1 if app.state.serving.status == "failed" else 0
+    if state.status == "failed":
+        _fail(state.error or "the model could not be loaded")
+        return 1
+    return 0
+
+
+def _fail(reason: str) -> None:
+    """The one line a runtime's "last log lines" must show: why serving did not start."""
+    print(f"serving: cannot start: {reason}", file=sys.stderr, flush=True)
+
+
+def _exit_past_stuck_model(code: int) -> None:
+    """Exit now if a model call outlived the grace period: Python would otherwise wait for the
+    inference thread at exit, and a stuck model would keep the process alive forever."""
+    stuck = [t for t in threading.enumerate() if t.name.startswith("inference")]
+    for thread in stuck:
+        thread.join(timeout=1.0)  # an idle worker leaves at once; a busy one keeps running
+    if any(t.is_alive() for t in stuck):
+        log.warning("a model call is still running after the grace period: abandoned")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """`main`, with an unexpected error reported as one redacted line instead of a traceback."""
+    try:
+        code = main(argv)
+    except Exception as exc:
+        logging.getLogger("serving").error("cannot start", exc_info=exc)
+        _fail(one_line(exc))
+        return 1
+    _exit_past_stuck_model(code)
+    return code
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from serving import __version__, jsonio, v1, v2
+from serving import __version__, jsonio, published, v1, v2
 from serving.config import Settings
 from serving.context import RequestContext
 from serving.errors import (
@@ -51,6 +51,7 @@ from serving.errors import (
 )
 from serving.metrics import Metrics
 from serving.model import ServedModel, load
+from serving.redact import one_line
 from serving.runner import Runner
 
 log = logging.getLogger("serving.app")
@@ -74,7 +75,8 @@ class ServerState:
         )
         self.model: ServedModel | None = None
         self.model_ref: dict[str, str] = {}
-        self.status = "loading"  # loading -> ready -> stopping, or loading -> failed
+        # loading -> ready -> stopping (SIGTERM: drain), loading -> stopping, or loading -> failed
+        self.status = "loading"
         self.error: str | None = None
         self.on_fatal = on_fatal
         key = settings.api_key.get_secret_value() if settings.api_key else None
@@ -82,7 +84,13 @@ class ServerState:
 
     @property
     def ready(self) -> bool:
+        """What /ready says: take new traffic (false as soon as a drain starts)."""
         return self.status == "ready"
+
+    @property
+    def answering(self) -> bool:
+        """Prediction requests are answered: ready, or draining with the model loaded."""
+        return self.model is not None and self.status in ("ready", "stopping")
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -187,7 +195,7 @@ class Endpoint:
 
     async def _guarded(self, request: Request, ctx: RequestContext) -> Response:
         state = self.state
-        if not state.ready:
+        if not state.answering:
             raise NotReady(f"the model is not ready ({state.status})")
         ctx.announced = state.runner.announce()
         try:
@@ -227,12 +235,26 @@ class Endpoint:
             response = self._error(
                 ServingError(f"internal server error ({type(exc).__name__})"), request_id
             )
+        except asyncio.CancelledError:
+            if state.status != "stopping":
+                raise
+            # the drain's grace period is over and uvicorn cancels what still runs: say so
+            kind = NotReady.kind
+            response = self._error(
+                NotReady(
+                    "the server stopped before the answer was ready "
+                    "(SERVING_SHUTDOWN_GRACE_SECONDS is over)"
+                ),
+                request_id,
+            )
         finally:
             if ctx.announced:
                 state.runner.withdraw()
             if self.predict:
                 state.metrics.in_flight.dec()
         response.raw_headers.append((b"x-request-id", request_id.encode()))
+        if state.status == "stopping":  # draining: keep-alive clients reconnect elsewhere
+            response.raw_headers.append((b"connection", b"close"))
         await response(scope, receive, send)
         elapsed = time.perf_counter() - start
         metrics = state.metrics
@@ -258,14 +280,16 @@ def _handlers(state: ServerState) -> list[Route]:
     runner = state.runner
     metrics = state.metrics
     limit = settings.max_body_bytes
+    contract = published.PublishedContract(settings)  # SERVING_RESPONSE_FORMAT=mlifecycle
 
     async def health(request: Request, ctx: RequestContext) -> Response:
-        return json_response({"status": "ok"})
+        return json_response(contract.health({"status": "ok"}))
 
     async def ready(request: Request, ctx: RequestContext) -> Response:
         body = {"status": state.status}
         if state.error:
             body["error"] = state.error
+        body = contract.ready(body, state.model if state.ready else None)
         return json_response(body, 200 if state.ready else 503)
 
     async def metrics_text(request: Request, ctx: RequestContext) -> Response:
@@ -279,6 +303,7 @@ def _handlers(state: ServerState) -> list[Route]:
     async def model_info(request: Request, ctx: RequestContext) -> Response:
         info = loaded().info(settings.image_digest)
         info["ready"] = state.ready
+        info = contract.model_info(info, loaded())
         info["server"] = {
             "version": __version__,
             "max_batch_size": settings.max_batch_size,
@@ -292,6 +317,10 @@ def _handlers(state: ServerState) -> list[Route]:
     async def predict(request: Request, ctx: RequestContext) -> Response:
         model = loaded()
         payload = parse_json(request, await read_body(request, limit))
+        if contract.enabled:
+            body, rows = await contract.predict(payload, model, runner, ctx)
+            metrics.predictions.inc(rows)
+            return json_response(body)
         inp, params = v1.decode(payload, model.schema)
         output = await runner.infer(inp, params, ctx)
         metrics.predictions.inc(inp.rows)
@@ -449,8 +478,9 @@ async def _load_and_warm(state: ServerState) -> None:
         state.metrics.model_info.labels(
             model.name, model.version, model.flavor, model.predictor.device
         ).set(1)
-        state.metrics.ready.set(1)
-        state.status = "ready"
+        if state.status == "loading":  # not when SIGTERM came during the load
+            state.metrics.ready.set(1)
+            state.status = "ready"
         log.info(
             "model ready",
             extra={
@@ -467,7 +497,7 @@ async def _load_and_warm(state: ServerState) -> None:
         raise
     except Exception as exc:
         state.status = "failed"
-        state.error = str(exc)
+        state.error = one_line(exc)  # /ready and the exit line on stderr: redacted, one line
         log.error("cannot serve the model: %s", exc, exc_info=exc)
         if state.on_fatal is not None:
             state.on_fatal()

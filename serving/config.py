@@ -10,8 +10,13 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_CHOICES: dict[str | None, tuple[str, ...]] = {
+    "response_format": ("ztml", "mlifecycle"),
+    "prediction_task": ("auto", "classification", "regression"),
+}
 
 
 class Settings(BaseSettings):
@@ -31,6 +36,13 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1, description="larger bodies get 413")
     request_timeout_seconds: float = Field(60.0, gt=0, description="slower requests get 504")
+    shutdown_grace_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="after SIGTERM, answer what was received for at most this long, then exit "
+        "(keep it below the orchestrator's stop timeout: docker 15 s, Kubernetes "
+        "terminationGracePeriodSeconds minus the preStop sleep)",
+    )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     num_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps torch's")
     inline_inference: str = Field(
@@ -42,6 +54,19 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="debug | info | warning | error")
     access_log: bool = Field(False, description="one JSON log line per request")
     noop_endpoint: bool = Field(False, description="benchmarks only: POST /noop")
+    response_format: str = Field(
+        "ztml",
+        description="/predict, /health, /ready answers: ztml (default) | mlifecycle (the "
+        "published mlifecycle inference contract, see serving/published.py)",
+    )
+    max_instances: int = Field(
+        100, ge=1, description="mlifecycle format: most instances per /predict; more is 422"
+    )
+    prediction_task: str = Field(
+        "auto",
+        description="mlifecycle format: auto (decided from the model) | classification | "
+        "regression",
+    )
 
     @field_validator("device")
     @classmethod
@@ -57,6 +82,15 @@ class Settings(BaseSettings):
         value = value.strip().lower()
         if value not in ("auto", "on", "off"):
             raise ValueError(f"inline inference must be auto, on or off, not {value!r}")
+        return value
+
+    @field_validator("response_format", "prediction_task")
+    @classmethod
+    def _choice(cls, value: str, info: ValidationInfo) -> str:
+        value = value.strip().lower()
+        choices = _CHOICES[info.field_name]
+        if value not in choices:
+            raise ValueError(f"must be {' or '.join(choices)}, not {value!r}")
         return value
 
     @field_validator("log_level")

@@ -1,10 +1,25 @@
 """Typed errors of the data plane, each mapped to one HTTP status and one metrics `kind`.
 
 Every error raised while handling a request is a `ServingError`; the HTTP layer turns it into a
-JSON body carrying the request id, so a caller can quote it when asking for help.
+JSON body carrying the request id, so a caller can quote it when asking for help. Messages are
+redacted when the error is made (`serving.redact`), so no error path can echo a credential, and
+lists of names in them are bounded (`preview`), so a hostile body cannot make a huge answer.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+
+from serving.redact import redact
+
+PREVIEW_LIMIT = 10
+
+
+def preview(names: Iterable[object], limit: int = PREVIEW_LIMIT) -> str:
+    """`'a', 'b', 'c'`, or the first `limit` of them and `... and N more`: bounded in messages."""
+    items = list(names)
+    shown = ", ".join(repr(str(n))[:80] for n in items[:limit])
+    return shown if len(items) <= limit else f"{shown} ... and {len(items) - limit} more"
 
 
 class ServingError(Exception):
@@ -15,9 +30,10 @@ class ServingError(Exception):
     code: str = "INTERNAL_ERROR"
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
+        message = redact(message)
         super().__init__(message)
         self.message = message
-        self.field = field
+        self.field = field if field is None else redact(field)[:200]
 
 
 class BadRequest(ServingError):
@@ -76,3 +92,6 @@ class RequestTimeout(ServingError):
 
 class ModelLoadError(RuntimeError):
     """The model cannot be resolved, downloaded, loaded or warmed up: the process exits non-zero."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))

@@ -16,6 +16,7 @@ from serving.config import Settings
 from serving.errors import ModelLoadError
 from serving.loader import ModelSource, resolve
 from serving.predictors import Predictor, PyfuncPredictor, TorchPredictor, pick_device
+from serving.redact import redact
 from serving.signature import InputSchema
 
 log = logging.getLogger("serving.model")
@@ -50,7 +51,7 @@ class ServedModel:
             "name": self.name,
             "version": self.version,
             "run_id": self.source.run_id,
-            "model_uri": self.source.uri,
+            "model_uri": redact(self.source.uri),
             "flavors": self.flavors,
             "flavor": self.flavor,
             "predictor": type(self.predictor).__name__,
@@ -104,7 +105,10 @@ def load(settings: Settings) -> ServedModel:
     except Exception as exc:
         raise ModelLoadError(f"cannot read {source.path / 'MLmodel'}: {exc}") from exc
     source.run_id = source.run_id or mlmodel.run_id
-    schema = InputSchema.from_mlflow(mlmodel.signature.inputs if mlmodel.signature else None)
+    signature = mlmodel.signature
+    schema = InputSchema.from_mlflow(
+        signature.inputs if signature else None, signature.params if signature else None
+    )
     flavors = list(mlmodel.flavors)
     flavor = next((f for f in flavors if f != "python_function"), "python_function")
     try:

@@ -4,7 +4,10 @@ Models are called from exactly one thread (most are not thread-safe and all comp
 same cores anyway); the event loop stays free to parse and answer other requests meanwhile.
 For tiny CPU models the thread hand-off costs more than the forward pass itself (measured:
 ~150 us extra per call for a 64-256-256-2 MLP), so `inline` runs them on the event loop instead.
-Exceptions from the model become `ModelError` (HTTP 500) and are logged with a traceback.
+Exceptions from the model become `ModelError` (HTTP 500) and are logged with a traceback,
+except MLflow's own refusal of the input or params (an `MlflowException` with error code
+`INVALID_PARAMETER_VALUE`, raised by pyfunc's schema enforcement before the model runs): that is
+the caller's mistake, a 422 with MLflow's message, as MLflow's scoring server answers 4xx for it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 from serving.batching import Batcher
 from serving.context import RequestContext
 from serving.data import ModelInput
-from serving.errors import ModelError, ServingError
+from serving.errors import InvalidInput, ModelError, ServingError
 from serving.metrics import Metrics
 from serving.predictors import Predictor
 
@@ -98,6 +101,12 @@ class Runner:
         except ServingError:
             raise
         except Exception as exc:
+            if _refused_by_mlflow(exc):
+                text = " ".join(str(exc).split())
+                raise InvalidInput(
+                    f"the model's signature refuses the input: {text[:500]}",
+                    field="params" if params and "param" in text.lower() else None,
+                ) from None
             log.error(
                 "model error: %s: %s",
                 type(exc).__name__,
@@ -114,3 +123,11 @@ class Runner:
         if self.batcher is not None:
             await self.batcher.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _refused_by_mlflow(exc: Exception) -> bool:
+    """MLflow's schema enforcement refused the input (not a failure of the model itself)."""
+    return (
+        type(exc).__name__ == "MlflowException"
+        and getattr(exc, "error_code", None) == "INVALID_PARAMETER_VALUE"
+    )

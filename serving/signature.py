@@ -3,6 +3,11 @@
 Built once from MLflow's `ModelSignature` at load time, so the hot path never touches MLflow
 objects. Every check raises `InvalidInput` (HTTP 422) naming the offending field, e.g.
 `column 'age' row 3: expected long, got str 'abc'` or `inputs: expected shape (-1, 64), got (64,)`.
+A required column refuses null (JSON) and empty cells (CSV); numbers and datetimes are converted
+by `serving.ranges`, which refuses a value the model's dtype would change; binary columns take
+standard base64, with or without the line breaks MLflow writes into input examples; `params` are
+checked against the signature's parameter types (MLflow re-checks them; what it refuses is a 422
+too, see `runner`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from serving.data import Columns, Tensors
-from serving.errors import InvalidInput
+from serving.errors import InvalidInput, preview
+from serving.ranges import to_datetimes, to_dtype
 
 # MLflow column type -> numpy dtype the model receives (None: values are passed through as-is).
 _COLUMN_DTYPES: dict[str, Any] = {
@@ -33,6 +39,19 @@ _FLOAT_KINDS = {"double", "float"}
 _INT_KINDS = {"long", "integer"}
 # numpy dtype kinds a JSON array may have for a tensor of a given dtype kind
 _TENSOR_ACCEPTS = {"f": "iuf", "c": "iufc", "i": "iu", "u": "iu", "b": "b", "U": "US", "S": "US"}
+# JSON types a scalar parameter of an MLflow type may have (values are range-checked as well)
+_PARAM_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "boolean": (bool,),
+    "integer": (int,),
+    "long": (int,),
+    "float": (int, float),
+    "double": (int, float),
+    "datetime": (str,),
+}
+# `params` nest at most this deep (MLflow params are scalars, 1-D lists or objects): deeper bodies
+# are refused before any library walks them recursively
+MAX_PARAMS_DEPTH = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +64,15 @@ class ColumnSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ParamSpec:
+    """One inference parameter: MLflow type name (`double`, ..., `object`), scalar or 1-D list."""
+
+    name: str
+    kind: str
+    is_list: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class TensorSpec:
     """One tensor: optional name, numpy dtype and shape with -1 for free dimensions."""
 
@@ -53,7 +81,8 @@ class TensorSpec:
     shape: tuple[int, ...]
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
+    """`type repr` of a request value, cut to 40 characters: what error messages quote."""
     text = repr(value)
     return f"{type(value).__name__} {text[:40] + '...' if len(text) > 40 else text}"
 
@@ -64,6 +93,7 @@ class InputSchema:
 
     columns: tuple[ColumnSpec, ...] = ()
     tensors: tuple[TensorSpec, ...] = ()
+    params: tuple[ParamSpec, ...] = ()
 
     @property
     def is_columns(self) -> bool:
@@ -77,16 +107,26 @@ class InputSchema:
         return None
 
     @classmethod
-    def from_mlflow(cls, schema: Any) -> InputSchema | None:
-        """Convert `ModelSignature.inputs` (an mlflow `Schema`); None when there is none."""
+    def from_mlflow(cls, schema: Any, params: Any = None) -> InputSchema | None:
+        """Convert `ModelSignature.inputs` (an mlflow `Schema`) and `.params` (a `ParamSchema`);
+        None when there are no inputs."""
         if schema is None or not schema.inputs:
             return None
+        param_specs = tuple(
+            ParamSpec(
+                p.name,
+                getattr(p.dtype, "name", None) or "object",
+                tuple(p.shape or ()) == (-1,),
+            )
+            for p in (params.params if params is not None else ())
+        )
         if schema.is_tensor_spec():
             return cls(
                 tensors=tuple(
                     TensorSpec(spec.name, np.dtype(spec.type), tuple(spec.shape))
                     for spec in schema.inputs
-                )
+                ),
+                params=param_specs,
             )
         cols = []
         for spec in schema.inputs:
@@ -98,7 +138,7 @@ class InputSchema:
                     required=bool(getattr(spec, "required", True)),
                 )
             )
-        return cls(columns=tuple(cols))
+        return cls(columns=tuple(cols), params=param_specs)
 
     # ----------------------------------------------------------------------------- columns
     def check_columns(self, data: dict[str, list], rows: int) -> Columns:
@@ -109,15 +149,13 @@ class InputSchema:
         unknown = [name for name in data if name not in known]
         if unknown:
             raise InvalidInput(
-                f"unknown column(s) {', '.join(map(repr, unknown))}; "
-                f"the model expects {', '.join(c.name for c in self.columns)}",
+                f"unknown column(s) {preview(unknown)}; "
+                f"the model expects {preview(c.name for c in self.columns)}",
                 field=unknown[0],
             )
         missing = [c.name for c in self.columns if c.required and c.name not in data]
         if missing:
-            raise InvalidInput(
-                f"missing required column(s) {', '.join(map(repr, missing))}", field=missing[0]
-            )
+            raise InvalidInput(f"missing required column(s) {preview(missing)}", field=missing[0])
         out = {c.name: _convert_column(c, data[c.name]) for c in self.columns if c.name in data}
         return Columns(out, rows)
 
@@ -141,15 +179,12 @@ class InputSchema:
         unknown = [k for k in value if k not in specs]
         if unknown:
             raise InvalidInput(
-                f"unknown input(s) {', '.join(map(repr, unknown))}; the model expects "
-                f"{', '.join(map(str, specs))}",
-                field=unknown[0],
+                f"unknown input(s) {preview(unknown)}; the model expects {preview(specs)}",
+                field=str(unknown[0]),
             )
         missing = [k for k in specs if k not in value]
         if missing:
-            raise InvalidInput(
-                f"missing input(s) {', '.join(map(repr, missing))}", field=str(missing[0])
-            )
+            raise InvalidInput(f"missing input(s) {preview(missing)}", field=str(missing[0]))
         arrays = {k: _to_array(value[k], specs[k], str(k)) for k in specs}
         rows = {a.shape[0] for a in arrays.values()}
         if len(rows) != 1:
@@ -161,7 +196,7 @@ def _bad_value(spec: ColumnSpec, values: list, accept) -> InvalidInput:
     for i, v in enumerate(values):
         if not accept(v):
             return InvalidInput(
-                f"column '{spec.name}' row {i}: expected {spec.kind}, got {_describe(v)}",
+                f"column '{spec.name}' row {i}: expected {spec.kind}, got {describe(v)}",
                 field=spec.name,
             )
     return InvalidInput(f"column '{spec.name}': invalid values", field=spec.name)
@@ -174,28 +209,33 @@ def _convert_column(spec: ColumnSpec, values: list) -> Any:
         values = [values]
     if kind == "any":
         return values
+    label = f"column '{spec.name}'"
+    if None in values:
+        if spec.required:
+            row = values.index(None)
+            raise InvalidInput(
+                f"{label} row {row}: a value is required (null or an empty CSV cell); "
+                f"the model's signature marks the column as required",
+                field=spec.name,
+            )
+        if kind in _FLOAT_KINDS:  # JSON has no NaN: null is the missing value
+            return _convert_column(spec, [np.nan if v is None else v for v in values])
+        # optional column with gaps: its values are checked, pandas/pyfunc decide how to hold them
+        _convert_column(ColumnSpec(spec.name, kind), [v for v in values if v is not None])
+        return values
     types = set(map(type, values))
     if kind in _FLOAT_KINDS:
-        if types <= {float, int}:
-            return np.asarray(values, dtype=_COLUMN_DTYPES[kind])
-        if types <= {float, int, type(None)}:  # JSON has no NaN: null is the missing value
-            return np.asarray([np.nan if v is None else v for v in values], _COLUMN_DTYPES[kind])
-        raise _bad_value(spec, values, lambda v: type(v) in (float, int) or v is None)
-    if not spec.required and type(None) in types:
-        return values  # optional column with gaps: pandas/pyfunc decide how to hold them
+        if not types <= {float, int}:
+            raise _bad_value(spec, values, lambda v: type(v) in (float, int))
+        return to_dtype(values, _COLUMN_DTYPES[kind], spec.name, label=label)
     if kind in _INT_KINDS:
         if not types <= {int} and (
-            not types <= {int, float} or not all(float(v).is_integer() for v in values)
+            not types <= {int, float} or not all(type(v) is int or v.is_integer() for v in values)
         ):
             raise _bad_value(
                 spec, values, lambda v: type(v) is int or (type(v) is float and v.is_integer())
             )
-        try:
-            return np.asarray(values, dtype=_COLUMN_DTYPES[kind])
-        except OverflowError:
-            raise InvalidInput(
-                f"column '{spec.name}': value out of range for {kind}", field=spec.name
-            ) from None
+        return to_dtype(values, _COLUMN_DTYPES[kind], spec.name, label=label)
     if kind == "boolean":
         if types <= {bool}:
             return np.asarray(values, dtype=np.bool_)
@@ -208,21 +248,21 @@ def _convert_column(spec: ColumnSpec, values: list) -> Any:
         if not types <= {str, bytes}:
             raise _bad_value(spec, values, lambda v: type(v) in (str, bytes))
         try:
-            return [v if type(v) is bytes else base64.b64decode(v, validate=True) for v in values]
+            return [v if type(v) is bytes else _base64(v) for v in values]
         except (binascii.Error, ValueError):
             raise InvalidInput(
-                f"column '{spec.name}': binary values must be base64 strings", field=spec.name
+                f"{label}: binary values must be base64 strings", field=spec.name
             ) from None
     if kind == "datetime":
         if not types <= {str}:
             raise _bad_value(spec, values, lambda v: type(v) is str)
-        try:
-            return np.asarray(values, dtype="datetime64[ns]")
-        except ValueError:
-            raise InvalidInput(
-                f"column '{spec.name}': datetimes must be ISO 8601 strings", field=spec.name
-            ) from None
+        return to_datetimes(values, spec.name, label=label)
     return values
+
+
+def _base64(text: str) -> bytes:
+    """Standard base64, line breaks allowed: MLflow writes examples with base64.encodebytes."""
+    return base64.b64decode("".join(text.split()), validate=True)
 
 
 def _to_array(value: Any, spec: TensorSpec, field: str) -> np.ndarray:
@@ -250,10 +290,8 @@ def _to_array(value: Any, spec: TensorSpec, field: str) -> np.ndarray:
         )
     if arr.shape[0] == 0:
         raise InvalidInput(f"{field}: input has no rows", field=field)
-    if spec.dtype.kind in "iu" and arr.dtype != spec.dtype:
-        info = np.iinfo(spec.dtype)
-        if arr.size and (arr.min() < info.min or arr.max() > info.max):
-            raise InvalidInput(f"{field}: value out of range for {spec.dtype.name}", field=field)
+    if spec.dtype.kind in "biufc":
+        return to_dtype(arr, spec.dtype, field)
     return np.ascontiguousarray(arr, dtype=spec.dtype)
 
 
@@ -273,3 +311,60 @@ def untyped_tensor(value: Any, field: str) -> Tensors:
     if arr.ndim == 0 or arr.shape[0] == 0:
         raise InvalidInput(f"{field}: expected a non-empty list", field=field)
     return Tensors({None: arr}, arr.shape[0])
+
+
+def check_params(params: Any, schema: InputSchema | None, field: str = "params") -> dict | None:
+    """`params` (v1) / `parameters` (v2) as given, after checking what can be checked here.
+
+    An object or absent; nested at most `MAX_PARAMS_DEPTH` deep; a parameter the signature
+    declares has its JSON type (a scalar, or a list of scalars for shape (-1,)) and range. Unknown
+    names pass: MLflow ignores them with a warning, as its own scoring server does.
+    """
+    if params is None:
+        return None
+    if not isinstance(params, dict):
+        raise InvalidInput(
+            f"{field} must be an object {{name: value}}, got {describe(params)}", field=field
+        )
+    specs = {p.name: p for p in schema.params} if schema is not None else {}
+    for name, value in params.items():
+        _check_depth(value, f"{field}.{name}")
+        spec = specs.get(name)
+        if spec is not None and spec.kind in _PARAM_TYPES:
+            _check_param(spec, value, f"{field}.{name}")
+    return params
+
+
+def _check_depth(value: Any, field: str) -> None:
+    """Iteratively (a recursive walk is what deep nesting breaks): at most MAX_PARAMS_DEPTH."""
+    if not isinstance(value, (dict, list)):
+        return
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_PARAMS_DEPTH:
+            raise InvalidInput(
+                f"{field}: nested more than {MAX_PARAMS_DEPTH} levels deep", field=field
+            )
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+
+
+def _check_param(spec: ParamSpec, value: Any, field: str) -> None:
+    accepted = _PARAM_TYPES[spec.kind]
+    values = value if spec.is_list and isinstance(value, list) else [value]
+    want = f"a list of {spec.kind} values" if spec.is_list else f"a {spec.kind} value"
+
+    def ok(v: Any) -> bool:  # bool is an int in Python, never a number in a signature
+        return (
+            type(v) is bool
+            if spec.kind == "boolean"
+            else isinstance(v, accepted) and (type(v) is not bool)
+        )
+
+    if (spec.is_list and not isinstance(value, list)) or not all(map(ok, values)):
+        raise InvalidInput(f"{field}: expected {want}, got {describe(value)}", field=field)
+    if spec.kind in _FLOAT_KINDS or spec.kind in _INT_KINDS:
+        to_dtype(values, _COLUMN_DTYPES[spec.kind], field)
+    elif spec.kind == "datetime":
+        to_datetimes(values, field)

@@ -6,7 +6,8 @@ Accepted bodies, exactly one format key per request, plus optional `params`:
 * `{"dataframe_records": [{"col": value, ...}, ...]}`
 * `{"instances": ...}` / `{"inputs": ...}`: a nested list (tensor signature), a list of records
   or a columns object `{"col": [values]}` (column signature), or `{name: array}` (named tensors).
-* `text/csv` on /invocations (header row = column names).
+* `text/csv` on /invocations (header row = column names; an empty cell is a missing value,
+  like JSON null).
 
 Answers are MLflow-shaped: `{"predictions": ...}` with DataFrames as records.
 """
@@ -19,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from serving.data import Columns, ModelInput
-from serving.errors import InvalidInput
-from serving.signature import InputSchema, untyped_columns, untyped_tensor
+from serving.errors import InvalidInput, preview
+from serving.signature import InputSchema, check_params, untyped_columns, untyped_tensor
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 _ALLOWED_KEYS = {*FORMATS, "params"}
@@ -41,12 +42,8 @@ def decode(payload: Any, schema: InputSchema | None) -> tuple[ModelInput, dict |
         )
     extra = [k for k in payload if k not in _ALLOWED_KEYS]
     if extra:
-        raise InvalidInput(
-            f"unknown key(s) {', '.join(map(repr, extra))} in the body", field=str(extra[0])
-        )
-    params = payload.get("params")
-    if params is not None and not isinstance(params, dict):
-        raise InvalidInput("params must be an object", field="params")
+        raise InvalidInput(f"unknown key(s) {preview(extra)} in the body", field=str(extra[0]))
+    params = check_params(payload.get("params"), schema, "params")
     fmt = keys[0]
     value = payload[fmt]
     if fmt == "dataframe_split":
@@ -66,7 +63,11 @@ def decode_csv(body: bytes, schema: InputSchema | None) -> ModelInput:
         frame = pd.read_csv(io.BytesIO(body))
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"the CSV body cannot be parsed: {exc}") from None
-    data = {str(c): frame[c].tolist() for c in frame.columns}
+    present = frame.notna()
+    data = {
+        str(c): [v if ok else None for v, ok in zip(frame[c].tolist(), present[c], strict=True)]
+        for c in frame.columns
+    }
     return _columns(data, len(frame), schema)
 
 

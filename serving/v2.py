@@ -3,6 +3,11 @@
 As MLServer does for MLflow models: with a column-based signature each column is one named
 1-D input; with a tensor signature the request carries one tensor input (any name) or one input
 per named tensor. Data may be flat (row-major) or nested; it is reshaped to `shape`.
+
+Every mistake in a request is a 422 naming the input: `name`, `shape` (a list of non-negative
+integers), `datatype` (a string from `DATATYPES`), `data` (a list whose values fill `shape`), and
+`parameters` (an object). Values are converted by `serving.ranges`: INT8 300, UINT8 -1 or FP16
+70000 are refused with the datatype's range, never wrapped or turned into inf.
 """
 
 from __future__ import annotations
@@ -14,7 +19,14 @@ import numpy as np
 
 from serving.data import ModelInput
 from serving.errors import InvalidInput
-from serving.signature import InputSchema, untyped_columns, untyped_tensor
+from serving.ranges import to_dtype
+from serving.signature import (
+    InputSchema,
+    check_params,
+    describe,
+    untyped_columns,
+    untyped_tensor,
+)
 
 # v2 datatype -> numpy dtype
 DATATYPES: dict[str, Any] = {
@@ -65,15 +77,19 @@ def _tensor(entry: Any, index: int) -> tuple[str, np.ndarray | list]:
     data = entry.get("data")
     if not isinstance(name, str):
         raise InvalidInput(f"{field}.name must be a string", field=f"{field}.name")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise InvalidInput(f"{name}: shape must be a list of non-negative integers", field=name)
-    if datatype not in DATATYPES:
+    # type(), not isinstance(): JSON true is an int to Python but no dimension
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise InvalidInput(
-            f"{name}: unknown datatype {datatype!r}; use one of {', '.join(DATATYPES)}",
+            f"{name}: shape must be a list of non-negative integers, got {describe(shape)}",
+            field=name,
+        )
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
+        raise InvalidInput(
+            f"{name}: datatype must be one of {', '.join(DATATYPES)}, got {describe(datatype)}",
             field=name,
         )
     if not isinstance(data, list):
-        raise InvalidInput(f"{name}: data must be a list", field=name)
+        raise InvalidInput(f"{name}: data must be a list, got {describe(data)}", field=name)
     if datatype == "BYTES":
         flat = _flatten(data)
         if len(flat) != math.prod(shape):
@@ -83,14 +99,16 @@ def _tensor(entry: Any, index: int) -> tuple[str, np.ndarray | list]:
         arr = np.asarray(data)
     except (ValueError, TypeError):
         raise InvalidInput(f"{name}: ragged data", field=name) from None
-    if arr.dtype == object or arr.dtype.kind not in "biuf":
+    if arr.dtype.kind not in "biufO" or (
+        arr.dtype == object and not all(type(v) is int for v in arr.flat)  # ints > 64 bits
+    ):
         raise InvalidInput(f"{name}: datatype {datatype} needs numeric data", field=name)
     if arr.size != math.prod(shape):
         raise InvalidInput(f"{name}: {arr.size} values do not fill shape {shape}", field=name)
     want = np.dtype(DATATYPES[datatype])
-    if want.kind != "f" and arr.dtype.kind == "f":
+    if want.kind in "iub" and arr.dtype.kind == "f" and (arr != np.trunc(arr)).any():
         raise InvalidInput(f"{name}: datatype {datatype} cannot hold fractional values", field=name)
-    return name, arr.reshape(shape).astype(want, copy=False)
+    return name, to_dtype(arr.reshape(shape), want, name)
 
 
 def _flatten(data: list) -> list:
@@ -112,7 +130,7 @@ def decode(payload: Any, schema: InputSchema | None) -> tuple[ModelInput, dict |
     if not payload["inputs"]:
         raise InvalidInput("inputs must not be empty", field="inputs")
     tensors = dict(_tensor(entry, i) for i, entry in enumerate(payload["inputs"]))
-    params = payload.get("parameters") if isinstance(payload.get("parameters"), dict) else None
+    params = check_params(payload.get("parameters"), schema, "parameters")
     if schema is not None and not schema.is_columns:
         if schema.single_tensor is not None:
             if len(tensors) != 1:

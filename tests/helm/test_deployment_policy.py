@@ -30,6 +30,8 @@ CHECK_TESTS = {
     "required_labels": "lacks the required labels",
     "replicas": "requires at least 2",
     "required_kinds": "no PodDisruptionBudget among the rendered objects",
+    "model_uri_insecure": "loads the model over http://",
+    "prometheus_scrape": "lacks the annotations prometheus.io/scrape: true",
 }
 
 
@@ -41,8 +43,77 @@ def test_every_deployment_check_has_a_rego_test() -> None:
     assert [c for c, text in CHECK_TESTS.items() if text not in tests] == []
 
 
+# Every ECR registry host (12-digit account, any region): approvable by pattern, not by prefix.
+ECR_PATTERN = r"[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com"
+SCRAPED = {"prometheus.io/scrape": "true", "prometheus.io/port": "8080"}
+
+
+def _engine(**deployment: Any) -> RegorusEngine:
+    """The shipped policies with `deployment` merged into every environment's data."""
+    bundle = load_bundle()
+    for environment in bundle.data["ztml"]["environments"].values():
+        environment["deployment"].update(deployment)
+    return RegorusEngine.from_bundle(bundle)
+
+
+def _decide(engine: RegorusEngine, environment: str, values: dict[str, Any]) -> Any:
+    objects = render(INFERENCE, {"image": IMAGE, "model": MODEL, **values})
+    return engine.decide("ztml.deployment", {"environment": environment, "objects": objects})
+
+
+def test_a_chart_loading_its_model_over_http_is_denied() -> None:
+    engine = _engine(approved_registries=[REGISTRY])
+    values = {"preset": "production", "model": {**MODEL, "uri": "http://models.example.com/m"}}
+    decision = _decide(engine, "production", {**values, "podAnnotations": SCRAPED})
+    assert not decision.allow
+    assert decision.deny == [
+        "container server of Deployment credit-risk-prod: env SERVING_MODEL_URI loads the model "
+        "over http://; production requires https, s3://, gs:// or models:/ (insecure: http://)"
+    ]
+    secure = {**values, "model": {**MODEL, "uri": "s3://models/m"}, "podAnnotations": SCRAPED}
+    assert _decide(engine, "production", secure).allow
+
+
+def test_scrape_annotations_or_a_service_monitor_satisfy_the_metrics_check() -> None:
+    engine = _engine(approved_registries=[REGISTRY])
+    annotated = _decide(engine, "staging", {"preset": "staging", "podAnnotations": SCRAPED})
+    monitored = _decide(
+        engine,
+        "staging",
+        {"preset": "staging", "metrics": {"serviceMonitor": {"enabled": True}}},
+    )
+    refused = _decide(
+        engine,
+        "staging",
+        {"preset": "staging", "podAnnotations": {"prometheus.io/scrape": "false"}},
+    )
+    assert (annotated.allow, annotated.warn) == (True, [])
+    assert (monitored.allow, monitored.warn) == (True, [])
+    assert refused.allow and refused.warn == [
+        "the pod template of Deployment credit-risk-prod lacks the annotations "
+        "prometheus.io/scrape: true and no ServiceMonitor or PodMonitor is rendered; staging "
+        "expects Prometheus to scrape /metrics"
+    ]
+
+
+def test_an_ecr_registry_is_approved_by_pattern() -> None:
+    values = {"preset": "production", "podAnnotations": SCRAPED}
+    assert not _decide(_engine(), "production", values).allow
+    decision = _decide(_engine(approved_registry_patterns=[ECR_PATTERN]), "production", values)
+    assert (decision.allow, decision.deny) == (True, [])
+
+
 def _inputs() -> list[dict[str, Any]]:
     good = render(INFERENCE, {"preset": "production", "image": IMAGE, "model": MODEL})
+    insecure = render(
+        INFERENCE,
+        {
+            "preset": "production",
+            "image": IMAGE,
+            "model": {**MODEL, "uri": "http://models.example.com/m"},
+            "podAnnotations": SCRAPED,
+        },
+    )
     loose = render(
         INFERENCE,
         {
@@ -57,7 +128,16 @@ def _inputs() -> list[dict[str, Any]]:
     )
     cases: list[dict[str, Any]] = []
     for env in ("local", "staging", "production", "qa"):
-        cases += [{"environment": env, "objects": good}, {"environment": env, "objects": loose}]
+        cases += [{"environment": env, "objects": objects} for objects in (good, loose, insecure)]
+    odd_env: list[Any] = [
+        1,
+        None,
+        {"name": "MODEL_URI"},
+        {"name": "MODEL_URI", "value": 5},
+        {"name": "MODEL_URI", "value": "http://x"},
+    ]
+    odd_container = {"name": "c", "image": "x", "env": odd_env}
+    odd_template = {"metadata": {"annotations": None}, "spec": {"containers": [odd_container]}}
     cases += [
         {},
         {"environment": "production"},
@@ -69,6 +149,24 @@ def _inputs() -> list[dict[str, Any]]:
         {
             "environment": "production",
             "objects": [{"kind": "CronJob", "spec": {"jobTemplate": {"spec": {"template": {}}}}}],
+        },
+        {
+            "environment": "staging",
+            "objects": [{"kind": "Deployment", "spec": {"template": odd_template}}],
+        },
+        {
+            "environment": "production",
+            "objects": [
+                {
+                    "kind": "Deployment",
+                    "spec": {
+                        "template": {
+                            "metadata": {"annotations": "prometheus.io/scrape=true"},
+                            "spec": {"containers": [{"name": "c", "env": "MODEL_URI=http://x"}]},
+                        }
+                    },
+                }
+            ],
         },
     ]
     return cases
@@ -82,8 +180,14 @@ def test_opa_decides_like_regorus() -> None:
         exc_type=ImportError,
     )
     bundle = load_bundle()
-    for environment in bundle.data["ztml"]["environments"].values():
+    environments = bundle.data["ztml"]["environments"]
+    for environment in environments.values():
         environment["deployment"]["approved_registries"] = [REGISTRY]
+    # staging approves by pattern only; production also carries a pattern that is no regex
+    environments["staging"]["deployment"].update(
+        approved_registries=[], approved_registry_patterns=[ECR_PATTERN]
+    )
+    environments["production"]["deployment"]["approved_registry_patterns"] = ["[a-", 7]
     ours = RegorusEngine.from_bundle(bundle)
     try:
         opa = opa_bindings.OpaEngine()

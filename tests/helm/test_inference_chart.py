@@ -212,6 +212,19 @@ def test_pods_are_hardened() -> None:
     assert container["startupProbe"]["httpGet"]["path"] == "/ready"
 
 
+def test_pods_drain_within_the_grace_period_and_are_scrapeable() -> None:
+    """SIGTERM comes after the preStop sleep; serving must finish draining before SIGKILL."""
+    objects = render(
+        INFERENCE, values("staging", False, terminationGracePeriodSeconds=40, preStopSleepSeconds=8)
+    )
+    template = by_kind(objects, "Deployment")[0]["spec"]["template"]
+    env = {e["name"]: e for e in template["spec"]["containers"][0]["env"]}
+    assert 0 < int(env["SERVING_SHUTDOWN_GRACE_SECONDS"]["value"]) <= 40 - 8
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
 def test_model_identity_image_and_environment_reach_the_pod() -> None:
     objects = render(
         INFERENCE,

@@ -46,18 +46,80 @@ class Echo(mlflow.pyfunc.PythonModel):
 
 mlflow.models.set_model(Echo())
 '''
+GATE_MODEL_CODE = '''
+import os
+import time
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+
+class Gate(mlflow.pyfunc.PythonModel):
+    """y = 2x; a row with hold > 0 touches $GATE_DIR/entered, then waits for $GATE_DIR/release."""
+
+    def predict(self, context, model_input, params=None):
+        if "hold" in model_input and (model_input["hold"].fillna(0) > 0).any():
+            gate = Path(os.environ["GATE_DIR"])
+            (gate / "entered").touch()
+            while not (gate / "release").exists():
+                time.sleep(0.005)
+        return pd.DataFrame({"y": model_input["x"] * 2})
+
+
+mlflow.models.set_model(Gate())
+'''
+TYPED_MODEL_CODE = '''
+import mlflow
+import pandas as pd
+
+
+class Typed(mlflow.pyfunc.PythonModel):
+    """Answers what it was given: blob lengths, datetimes, n and f, and the alpha param."""
+
+    def predict(self, context, model_input, params=None):
+        out = {"alpha": [float((params or {}).get("alpha", 1.0))] * len(model_input)}
+        if "blob" in model_input:
+            out["blob_len"] = [len(b) for b in model_input["blob"]]
+        if "when" in model_input:
+            out["when"] = [t.isoformat() for t in model_input["when"]]
+        if "n" in model_input:
+            out["n"] = model_input["n"].astype("int64")
+        if "f" in model_input:
+            out["f"] = model_input["f"].astype("float64")
+        return pd.DataFrame(out)
+
+
+mlflow.models.set_model(Typed())
+'''
+# bytes long enough that base64.encodebytes (what MLflow writes into input examples) breaks lines
+TYPED_BLOB = bytes(range(256)) * 2
 
 
 class Server:
     """One `python -m serving` subprocess; `url` is its base URL."""
 
-    def __init__(self, name: str, model_uri: str, tmp: Path, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        name: str,
+        model_uri: str,
+        tmp: Path,
+        env: dict[str, str] | None = None,
+        *,
+        bare: bool = False,
+        cwd: Path = REPO,
+    ):
+        """`bare`: the process gets only PATH, HOME (= tmp), PYTHONPATH and `env`, none of the
+        test's environment (no MLflow or cloud settings), like the process runtime gives it."""
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / f"{name}.log"
         self.saw_not_ready = False
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("SERVING_")}
+        if bare:
+            inherited = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp)}
+        else:
+            inherited = {k: v for k, v in os.environ.items() if not k.startswith("SERVING_")}
         full_env = {**inherited, "PYTHONPATH": str(REPO), **(env or {})}
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
@@ -72,7 +134,7 @@ class Server:
                 "--port",
                 str(self.port),
             ],
-            cwd=REPO,
+            cwd=cwd,
             env=full_env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -132,7 +194,11 @@ def metric(text: str, name: str, /, **labels: str) -> float:
 @pytest.fixture(scope="session")
 def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """sklearn (columns a, b: double; c: long), torch MLP 4->8->2 (tensor (-1, 4), 3-row
-    example), and an `echo` pyfunc (x: double, optional sleep: double; DataFrame output)."""
+    example), an `echo` pyfunc (x: double, optional sleep: double; DataFrame output), a `gate`
+    pyfunc (x: double, optional hold: double; see GATE_MODEL_CODE), a `typed` pyfunc (when:
+    datetime, n: integer, f: float; params alpha: double, tags: string list) and a `binary`
+    pyfunc (blob: binary), both with input examples (MLflow writes the binary one's base64 with
+    line breaks); TYPED_MODEL_CODE answers what they were given."""
     import mlflow.pyfunc
     import mlflow.pytorch
     import mlflow.sklearn
@@ -140,7 +206,7 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     import torch
     from mlflow.models import infer_signature
     from mlflow.models.signature import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
     from sklearn.linear_model import LogisticRegression
 
     root = tmp_path_factory.mktemp("models")
@@ -186,7 +252,57 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         input_example=pd.DataFrame({"x": [1.0, 2.0]}),
         pip_requirements=reqs,
     )
-    return {"sk": root / "sk", "torch": root / "torch", "echo": root / "echo"}
+    gate_code = root / "gate_model.py"
+    gate_code.write_text(textwrap.dedent(GATE_MODEL_CODE))
+    mlflow.pyfunc.save_model(
+        root / "gate",
+        python_model=str(gate_code),
+        signature=ModelSignature(
+            inputs=Schema([ColSpec("double", "x"), ColSpec("double", "hold", required=False)]),
+            outputs=Schema([ColSpec("double", "y")]),
+        ),
+        input_example=pd.DataFrame({"x": [1.0]}),
+        pip_requirements=reqs,
+    )
+
+    typed_code = root / "typed_model.py"
+    typed_code.write_text(textwrap.dedent(TYPED_MODEL_CODE))
+    typed_example = pd.DataFrame(
+        {
+            "when": pd.to_datetime(["2024-01-02T03:04:05", "1999-12-31T23:59:59"]),
+            "n": np.array([1, -2], dtype=np.int32),
+            "f": np.array([0.5, 1.5], dtype=np.float32),
+        }
+    )
+    mlflow.pyfunc.save_model(
+        root / "typed",
+        python_model=str(typed_code),
+        signature=ModelSignature(
+            inputs=Schema(
+                [ColSpec("datetime", "when"), ColSpec("integer", "n"), ColSpec("float", "f")]
+            ),
+            params=ParamSchema(
+                [ParamSpec("alpha", "double", 1.0), ParamSpec("tags", "string", ["a"], (-1,))]
+            ),
+        ),
+        input_example=(typed_example, {"alpha": 2.0}),
+        pip_requirements=reqs,
+    )
+    mlflow.pyfunc.save_model(
+        root / "binary",
+        python_model=str(typed_code),
+        signature=ModelSignature(inputs=Schema([ColSpec("binary", "blob")])),
+        input_example=pd.DataFrame({"blob": [TYPED_BLOB, b"ab"]}),
+        pip_requirements=reqs,
+    )
+    return {
+        "sk": root / "sk",
+        "torch": root / "torch",
+        "echo": root / "echo",
+        "gate": root / "gate",
+        "typed": root / "typed",
+        "binary": root / "binary",
+    }
 
 
 # ---------------------------------------------------------------------------------- servers
