@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+import click
 import requests
 from mlflow.deployments import BaseDeploymentClient, PredictionsResponse
 from mlflow.exceptions import MlflowException
@@ -15,10 +18,12 @@ from mlflow.protos.databricks_pb2 import (
 )
 from pydantic import ValidationError
 
+from mlflow_ztml import logs, names, store
 from mlflow_ztml.config import Settings, load_settings
 from mlflow_ztml.errors import ModelNotFoundError, ZtmlError
 from mlflow_ztml.notify import Notifier
 from mlflow_ztml.pipeline import DeployOptions, Outcome, Pipeline
+from mlflow_ztml.redact import clip, redact
 from mlflow_ztml.registry import ModelUri
 from mlflow_ztml.runtimes.base import DeploymentStatus
 from mlflow_ztml.verify import request_body
@@ -34,6 +39,7 @@ CONFIG_OPTIONS: dict[str, str] = {
     "max_batch_size": "dynamic batching: most rows merged into one model call",
     "max_batch_delay_ms": "dynamic batching: longest wait for more rows (0 turns batching off)",
     "ready_timeout_seconds": "how long a new version may take to become ready (default 120)",
+    "response_format": "/predict answers: ztml (default) | mlifecycle (the published contract)",
 }
 
 
@@ -52,7 +58,9 @@ def target_help() -> str:
         "Example:\n"
         "    mlflow deployments create -t ztml:/staging --name credit -m models:/credit/3 "
         "-C replicas=2\n"
-        "    mlflow deployments predict -t ztml:/staging --name credit -I input.json\n"
+        "    mlflow deployments predict -t ztml:/staging --name credit -I input.json\n\n"
+        "input.json: rows ([{...}, ...]) or one of MLflow's scoring formats\n"
+        '({"dataframe_split": ...}, dataframe_records, inputs, instances).\n'
     )
 
 
@@ -71,8 +79,45 @@ def _environment_of(target_uri: str) -> str | None:
     return path.strip("/") or None
 
 
-def _fail(message: str, code: int = INVALID_PARAMETER_VALUE) -> MlflowException:
-    return MlflowException(message, error_code=code)
+class ZtmlDeploymentError(MlflowException, click.ClickException):
+    """An expected failure (a deny, a bad option, a missing deployment): a message, not a bug.
+
+    It is both things its two audiences catch: an `MlflowException` (with an error code) for
+    MLflow's Python API, and a `click.ClickException` for `mlflow deployments ...`, whose
+    commands catch nothing themselves, so click prints `Error: <message>` and exits 1 with no
+    traceback. Anything else that escapes the plugin is a bug and keeps its traceback.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, error_code: int = INVALID_PARAMETER_VALUE) -> None:
+        super().__init__(message, error_code=error_code)
+
+
+def _fail(message: str, code: int = INVALID_PARAMETER_VALUE) -> ZtmlDeploymentError:
+    return ZtmlDeploymentError(redact(message), code)
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _clean(method: _Method) -> _Method:
+    """For each public operation: MLflow's deprecation warnings and log chatter hidden, log
+    lines redacted, and a ZtmlError raised anywhere below becomes a one-line error."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with logs.quiet():
+            try:
+                return method(*args, **kwargs)
+            except ZtmlDeploymentError:
+                raise
+            except ModelNotFoundError as exc:
+                raise _fail(str(exc), RESOURCE_DOES_NOT_EXIST) from None
+            except ZtmlError as exc:
+                raise _fail(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _progress(stage: str) -> None:
@@ -88,9 +133,13 @@ class ZtmlDeploymentClient(BaseDeploymentClient):
 
     def _settings(self) -> Settings:
         try:
-            return load_settings()
+            settings = load_settings()
+            notice = store.use(settings).notice_once()
         except ZtmlError as exc:
             raise _fail(str(exc)) from None
+        if notice:
+            print(notice, file=sys.stderr, flush=True)
+        return settings
 
     def _environment(self, settings: Settings, config: dict[str, Any]) -> str:
         from_config = config.get("env")
@@ -106,6 +155,7 @@ class ZtmlDeploymentClient(BaseDeploymentClient):
         return env
 
     def _options(self, name: str, config: dict[str, Any] | None) -> tuple[str, DeployOptions]:
+        _check_name(name, strict=False)
         config = dict(config or {})
         unknown = sorted(set(config) - set(CONFIG_OPTIONS))
         if unknown:
@@ -137,6 +187,7 @@ class ZtmlDeploymentClient(BaseDeploymentClient):
             notifier.flush(notifier.flush_timeout(env))
         return _result(outcome)
 
+    @_clean
     def create_deployment(
         self,
         name: str,
@@ -146,6 +197,7 @@ class ZtmlDeploymentClient(BaseDeploymentClient):
         endpoint: str | None = None,
     ) -> dict[str, Any]:
         _check_flavor(flavor)
+        _check_name(name, strict=True)
         existing = self._status(name, config)
         if existing is not None and existing.state == "running":
             requested = _requested_version(model_uri)
@@ -160,6 +212,7 @@ class ZtmlDeploymentClient(BaseDeploymentClient):
                 )
         return self._deploy(name, model_uri, config)
 
+    @_clean
     def update_deployment(
         self,
         name: str,
@@ -174,6 +227,7 @@ class ZtmlDeploymentClient(BaseDeploymentClient):
             raise _fail(f"no deployment named {name!r} to update", RESOURCE_DOES_NOT_EXIST)
         return self._deploy(name, model_uri or existing.model_uri, config)
 
+    @_clean
     def delete_deployment(
         self, name: str, config: dict | None = None, endpoint: str | None = None
     ) -> None:
@@ -183,18 +237,21 @@ class ZtmlDeploymentClient(BaseDeploymentClient):
         except ZtmlError as exc:
             raise _fail(str(exc), RESOURCE_DOES_NOT_EXIST) from None
 
+    @_clean
     def list_deployments(self, endpoint: str | None = None) -> list[dict[str, Any]]:
         settings = self._settings()
         env = self._environment(settings, {})
         runtime = Pipeline(settings).runtime_for(env, DeployOptions())
         return [_describe(s) for s in runtime.list() if s.environment == env]
 
+    @_clean
     def get_deployment(self, name: str, endpoint: str | None = None) -> dict[str, Any]:
         status = self._status(name, None)
         if status is None:
             raise _fail(f"no deployment named {name!r}", RESOURCE_DOES_NOT_EXIST)
         return _describe(status)
 
+    @_clean
     def predict(
         self, deployment_name: str | None = None, inputs: Any = None, endpoint: str | None = None
     ) -> PredictionsResponse:
@@ -203,14 +260,14 @@ class ZtmlDeploymentClient(BaseDeploymentClient):
             raise _fail(f"no deployment named {deployment_name!r}", RESOURCE_DOES_NOT_EXIST)
         if status.state != "running":
             raise _fail(f"deployment {deployment_name!r} is {status.state}: {status.detail}")
+        endpoint_url = status.endpoint
+        body = _request_body(inputs, lambda: _input_names(endpoint_url))
         try:
-            response = requests.post(
-                f"{status.endpoint}/predict", json=_request_body(inputs), timeout=60
-            )
+            response = requests.post(f"{endpoint_url}/predict", json=body, timeout=60)
         except requests.RequestException as exc:
-            raise _fail(f"cannot reach {status.endpoint}: {exc}") from None
+            raise _fail(f"cannot reach {endpoint_url}: {exc}") from None
         if response.status_code != 200:
-            raise _fail(f"prediction failed ({response.status_code}): {response.text[:1000]}")
+            raise _fail(f"prediction failed ({response.status_code}): {_served_error(response)}")
         return PredictionsResponse(response.json())
 
     def explain(self, deployment_name: str | None = None, df: Any = None, endpoint: Any = None):
@@ -239,6 +296,15 @@ class ZtmlDeploymentClient(BaseDeploymentClient):
             raise _fail(str(exc)) from None
 
 
+def _check_name(name: str, strict: bool) -> None:
+    """A new deployment's name must be a valid one (names.validate); an existing one is looked
+    up only when it cannot leave the runtime's directory (names.check_lookup)."""
+    try:
+        (names.validate if strict else names.check_lookup)(name)
+    except ZtmlError as exc:
+        raise _fail(str(exc)) from None
+
+
 def _check_flavor(flavor: str | None) -> None:
     if flavor not in (None, "python_function", "pyfunc"):
         raise _fail(f"ztml serves the python_function flavor; got --flavor {flavor}")
@@ -259,7 +325,8 @@ def _describe(status: DeploymentStatus) -> dict[str, Any]:
 
 def _result(outcome: Outcome) -> dict[str, Any]:
     if outcome.status == "rejected":
-        reasons = "\n".join(f"  - {m}" for m in outcome.decision.deny) if outcome.decision else ""
+        deny = outcome.decision.deny if outcome.decision else []
+        reasons = "\n".join(f"  {i}. {m}" for i, m in enumerate(deny, start=1))
         raise _fail(
             f"ztml rejected {outcome.model_name} v{outcome.model_version} for "
             f"{outcome.environment} (policy deny):\n{reasons}\n"
@@ -293,12 +360,66 @@ def _result(outcome: Outcome) -> dict[str, Any]:
     }
 
 
-def _request_body(inputs: Any) -> dict[str, Any]:
-    """A DataFrame (what `mlflow deployments predict -I` gives) or JSON-able data -> /predict."""
+SCORING_KEYS = ("dataframe_split", "dataframe_records", "inputs", "instances")
+
+
+def _request_body(
+    inputs: Any, input_names: Callable[[], set[str]] = lambda: set()
+) -> dict[str, Any]:
+    """A DataFrame (what `mlflow deployments predict -I` gives) or JSON-able data -> /predict.
+
+    `mlflow deployments predict -I file.json` reads the file with `pandas.read_json`, so a file
+    already in one of MLflow's scoring formats (`{"dataframe_split": ...}`, `dataframe_records`,
+    `inputs`, `instances`) arrives as a one-column frame named after the key. That frame is
+    turned back into the request the user wrote, unless the model really has an input of that
+    name (`input_names`, read from the deployment's signature only in that ambiguous case).
+    """
     import pandas as pd  # comes with mlflow
 
     if isinstance(inputs, pd.DataFrame):
-        if all(isinstance(c, str) for c in inputs.columns):
-            return {"inputs": inputs.to_dict(orient="records")}
-        return {"inputs": inputs.to_numpy().tolist()}
+        wrapped = _scoring_request(inputs)
+        if wrapped is not None and not set(wrapped) & input_names():
+            return wrapped
+        frame = inputs.astype(object).where(inputs.notna(), None)  # JSON null, not NaN
+        if all(isinstance(c, str) for c in frame.columns):
+            return {"inputs": frame.to_dict(orient="records")}
+        return {"inputs": frame.to_numpy().tolist()}
     return request_body(inputs)
+
+
+def _scoring_request(frame: Any) -> dict[str, Any] | None:
+    """The scoring request `pandas.read_json` flattened into `frame`, or None if it is not one.
+
+    A JSON list under the key becomes a frame with a 0..n-1 index; a JSON object (the
+    `dataframe_split` parts, or columnar `inputs`) keeps its keys as the index.
+    """
+    import pandas as pd
+
+    if len(frame.columns) != 1 or frame.columns[0] not in SCORING_KEYS:
+        return None
+    key = frame.columns[0]
+    column = frame[key].astype(object)
+    values = column.where(column.notna(), None)  # JSON null, not NaN
+    index = list(frame.index)
+    if isinstance(frame.index, pd.RangeIndex) or index == list(range(len(index))):
+        return {key: values.tolist()}
+    return {key: {str(label): value for label, value in values.items()}}
+
+
+def _served_error(response: requests.Response) -> str:
+    """The serving error's own message (its JSON `message`), else the body, clipped."""
+    try:
+        message = response.json().get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return clip(str(message) if message else response.text, 1000)
+
+
+def _input_names(endpoint: str) -> set[str]:
+    """Names of the served model's signature inputs (empty when it has none or cannot say)."""
+    try:
+        info = requests.get(f"{endpoint}/model/info", timeout=10).json()
+        inputs = (info.get("signature") or {}).get("inputs") or []
+        return {str(spec["name"]) for spec in inputs if isinstance(spec, dict) and "name" in spec}
+    except (requests.RequestException, ValueError, AttributeError, TypeError):
+        return set()

@@ -43,7 +43,8 @@ from pydantic import BaseModel, Field
 
 from mlflow_ztml.config import BuildConfig, Settings
 from mlflow_ztml.errors import BuildError
-from mlflow_ztml.record import redact
+from mlflow_ztml.redact import clip, redact, safe
+from mlflow_ztml.requirements import install_failure_hint
 
 Progress = Callable[[str], None]
 
@@ -221,7 +222,7 @@ def _ecr_auth(host: str, region: str) -> RegistryAuth:
         username, password = base64.b64decode(data["authorizationToken"]).decode().split(":", 1)
     except (BotoCoreError, ClientError, KeyError, IndexError, ValueError) as exc:
         raise BuildError(
-            f"ECR login for {host} failed ({type(exc).__name__}: {redact(str(exc))[:300]}); "
+            f"ECR login for {host} failed ({type(exc).__name__}: {safe(exc, 300)}); "
             "check the AWS credentials and ecr:GetAuthorizationToken permission"
         ) from None
     endpoint = data.get("proxyEndpoint") or f"https://{host}"
@@ -244,8 +245,7 @@ def docker_client(timeout: float = 600) -> Any:
         client.ping()
     except Exception as exc:
         raise BuildError(
-            f"cannot reach the Docker engine ({redact(str(exc))[:300]}); start it or set "
-            "DOCKER_HOST"
+            f"cannot reach the Docker engine ({safe(exc, 300)}); start it or set DOCKER_HOST"
         ) from None
     return client
 
@@ -412,9 +412,7 @@ class ImageBuilder:
         except BuildError:
             raise
         except Exception as exc:
-            raise BuildError(
-                f"building {repository}:{tag} failed: {redact(str(exc))[:1000]}"
-            ) from None
+            raise BuildError(f"building {repository}:{tag} failed: {safe(exc, 1000)}") from None
         seconds["build"] = round(time.monotonic() - started, 3)
         image = self.client.images.get(image_id or f"{repository}:{tag}")
         attrs = image.attrs
@@ -441,9 +439,10 @@ class ImageBuilder:
             if "error" in chunk or "errorDetail" in chunk:
                 message = chunk.get("error") or chunk.get("errorDetail", {}).get("message", "")
                 context = "\n".join(tail[-15:])
+                hint = install_failure_hint("\n".join(tail))
                 raise BuildError(
                     f"image build failed: {redact(message.strip())}\nlast build output:\n"
-                    f"{redact(context)}"
+                    f"{redact(context)}" + (f"\n{hint}" if hint else "")
                 )
             aux = chunk.get("aux")
             if isinstance(aux, dict) and aux.get("ID"):
@@ -483,7 +482,7 @@ class ImageBuilder:
         except Exception as exc:
             message = _scrub(str(exc), [auth.password] if auth else [])
             raise BuildError(
-                f"pushing {image.repository}:{image.tag} failed: {message[:1000]}"
+                f"pushing {image.repository}:{image.tag} failed: {clip(message, 1000)}"
             ) from None
         if not digest:
             raise BuildError(

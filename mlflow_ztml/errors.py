@@ -59,3 +59,18 @@ class DeploymentPolicyError(PolicyError):
         super().__init__(message)
         self.decision = decision
         self.objects = objects or []
+
+
+class InvalidNameError(ConfigError):
+    """A deployment name is not a DNS-1123 label that fits a Helm release (see names.py).
+
+    A usage error (CLI exit 2), raised before anything is written to MLflow or started.
+    """
+
+
+class DeploymentConflictError(DeployError):
+    """The deployment name is taken by a deployment of another model.
+
+    A deploy never replaces another model's deployment: the message names the owner and asks
+    for another `--name`. Raised before anything is written to MLflow.
+    """

@@ -1,31 +1,49 @@
 """The governance gate: may this ModelDeployment run in this environment?
 
 One function of its inputs: it builds the policy input envelope
-`{"environment": ENV, "manifest": <manifest dict>}` and asks the engine for the
-`ztml.governance` package. Missing evidence is absent from the manifest dict (never 0), so
-the policy can deny "no fairness evaluation recorded". Like every engine call it fails
-closed: whatever goes wrong comes back as a denying Decision, never as an exception.
+`{"environment": ENV, "manifest": <manifest dict>, "requirements": <report>}` and asks the
+engine for the `ztml.governance` package. Missing evidence is absent from the manifest dict
+(never 0), so the policy can deny "no fairness evaluation recorded". `requirements` is the
+`RequirementsReport` (mlflow_ztml/requirements.py): whether the place the model runs can install
+and load it; the caller computes it (it reads the model and the package indexes) and the policy
+decides on its findings like on any other evidence. Like every engine call it fails closed:
+whatever goes wrong comes back as a denying Decision, never as an exception.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow_ztml.manifest import ModelDeployment
 from mlflow_ztml.policy.engine import Decision, PolicyEngine
 
+if TYPE_CHECKING:  # the gate itself needs only the report's policy_input()
+    from mlflow_ztml.requirements import RequirementsReport
+
 GOVERNANCE_PACKAGE = "ztml.governance"
 
 
-def policy_input(manifest: ModelDeployment, environment: str) -> dict[str, Any]:
+def policy_input(
+    manifest: ModelDeployment,
+    environment: str,
+    requirements: RequirementsReport | None = None,
+) -> dict[str, Any]:
     """The document the governance policy sees as `input`."""
-    return {"environment": environment, "manifest": manifest.policy_input()}
+    document: dict[str, Any] = {"environment": environment, "manifest": manifest.policy_input()}
+    if requirements is not None:
+        document["requirements"] = requirements.policy_input()
+    return document
 
 
-def evaluate(manifest: ModelDeployment, environment: str, engine: PolicyEngine) -> Decision:
+def evaluate(
+    manifest: ModelDeployment,
+    environment: str,
+    engine: PolicyEngine,
+    requirements: RequirementsReport | None = None,
+) -> Decision:
     """The governance decision for `manifest` in `environment` (a deny on any error)."""
     try:
-        document = policy_input(manifest, environment)
+        document = policy_input(manifest, environment, requirements)
     except Exception as exc:  # a manifest that cannot be serialised is still a deny
         return Decision.failed(engine.name, GOVERNANCE_PACKAGE, f"cannot build policy input: {exc}")
     return engine.decide(GOVERNANCE_PACKAGE, document)

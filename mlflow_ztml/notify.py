@@ -11,7 +11,9 @@ Two kinds of target per environment (`environments.<env>.notifications` in ztml.
 Delivery never blocks or fails the pipeline: `publish()` only enqueues; a bounded pool of
 background threads sends with a timeout and retries 429/5xx/connection errors with exponential
 backoff. A full queue or a delivery that finally fails is a log line and a metric, nothing more.
-URLs (a Slack webhook URL is a credential) and secrets are never logged or put in messages.
+URLs (a Slack webhook URL is a credential) and secrets are never logged or put in messages, and
+every event is redacted (`mlflow_ztml.redact`) before it is rendered: a deny reason or error
+that quotes a credentialed URL reaches neither Slack nor a webhook with the credential.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pydantic import BaseModel, Field
 from mlflow_ztml import signing
 from mlflow_ztml.config import NotificationTarget, Settings
 from mlflow_ztml.errors import ConfigError
+from mlflow_ztml.redact import redact_data
 
 EVENT_TYPE = "ztml.deployment.v1"
 log = logging.getLogger("ztml.notify")
@@ -103,6 +106,11 @@ def slack_message(event: DeploymentEvent) -> dict[str, Any]:
         lines.append(" · ".join(links))
     text = "\n".join(lines)
     return {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}
+
+
+def redacted(event: DeploymentEvent) -> DeploymentEvent:
+    """The event with every text field redacted (errors, reasons, links): what leaves ztml."""
+    return DeploymentEvent.model_validate(redact_data(event.model_dump()))
 
 
 def _read_secret(env_name: str | None, file: Path | None, what: str) -> str | None:
@@ -198,6 +206,7 @@ class Notifier:
         url = _read_secret(target.url_env, target.url_file, f"{label} url")
         secret = _read_secret(target.secret_env, target.secret_file, f"{label} secret")
         assert url is not None
+        event = redacted(event)
         if target.kind == "slack":
             body = json.dumps(slack_message(event)).encode()
             headers = {"Content-Type": "application/json"}
@@ -289,9 +298,12 @@ def event_links(settings: Settings, event: DeploymentEvent, experiment_id: str |
     if not base or not base.startswith(("http://", "https://")):
         return
     parts = urlsplit(base.rstrip("/"))
-    base = urlunsplit(
-        parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
-    )
+    if not parts.hostname:
+        return
+    # no user info, query or fragment: a link is shown to everyone the message reaches
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    base = urlunsplit(parts._replace(netloc=netloc, query="", fragment=""))
     event.links["model version"] = f"{base}/#/models/{event.model}/versions/{event.version}"
     if event.audit_run_id and experiment_id:
         event.links["audit run"] = f"{base}/#/experiments/{experiment_id}/runs/{event.audit_run_id}"

@@ -9,11 +9,12 @@ values are scrubbed of URL credentials and only known, non-secret fields are wri
 from __future__ import annotations
 
 import json
-import re
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+from mlflow_ztml.redact import clip as redact_clip
+from mlflow_ztml.redact import redact
 from mlflow_ztml.registry import Registry, translate_errors
 
 TAG_VALUE_LIMIT = 5000
@@ -31,24 +32,11 @@ STATUSES = (
     "deleted",
     "superseded",
 )
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s:@]+(:[^/\s@]*)?@")
-_SECRET_ASSIGNMENT = re.compile(
-    r"(?i)(?P<key>api[_-]?key|token|secret|password|passwd|authorization)(?P<sep>[\"']?\s*[:=]\s*)"
-    r"[\"']?[^\s\"',}]+"
-)
-
-
-def redact(text: str) -> str:
-    """Remove URL credentials and `key=value` secrets from text bound for tags or logs."""
-    text = _CREDENTIALS.sub(r"\g<scheme>***@", text)
-    return _SECRET_ASSIGNMENT.sub(r"\g<key>\g<sep>***", text)
 
 
 def clip(text: str, limit: int = TAG_VALUE_LIMIT) -> str:
-    if len(text) <= limit:
-        return text
-    suffix = " ... (truncated; full text in the audit run)"
-    return text[: limit - len(suffix)] + suffix
+    """A tag value within MLflow's limit, cut at a word boundary (`redact.clip`)."""
+    return redact_clip(text, limit, suffix=" ... (truncated; full text in the audit run)")
 
 
 class VersionRecorder:
@@ -78,6 +66,13 @@ class VersionRecorder:
             self.model, self.version, {self.prefix + k: v for k, v in tags.items()}
         )
 
+    def unset(self, *fields: str) -> None:
+        """Remove tags that stopped being true (the endpoint of a version that no longer
+        serves): a stale value, even an empty one, would still be shown as a fact."""
+        self.registry.delete_version_tags(
+            self.model, self.version, [self.prefix + field for field in fields]
+        )
+
 
 class AuditRun:
     """One MLflow run per pipeline attempt, holding what was decided and why."""
@@ -102,7 +97,7 @@ class AuditRun:
             run = client.create_run(experiment_id, run_name=run_name, tags={"ztml.audit": "true"})
             self.run_id = run.info.run_id
             for key, value in params.items():
-                client.log_param(self.run_id, key, redact(str(value))[:500])
+                client.log_param(self.run_id, key, redact_clip(redact(str(value)), 500))
         return self.run_id
 
     def stage(self, name: str) -> None:
@@ -118,8 +113,9 @@ class AuditRun:
             self.registry.client.log_metric(self.run_id, key, float(value))
 
     def text(self, artifact_file: str, content: str) -> None:
+        """Log an artifact; credentials in it (URLs with passwords, tokens) are redacted."""
         if self.run_id is not None:
-            self.registry.client.log_text(self.run_id, content, artifact_file)
+            self.registry.client.log_text(self.run_id, redact(content), artifact_file)
 
     def json(self, artifact_file: str, content: Any) -> None:
         self.text(artifact_file, json.dumps(content, indent=2, sort_keys=True, default=str))

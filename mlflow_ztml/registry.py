@@ -9,10 +9,13 @@ MLflow's client retries a dead server for minutes by default; ztml bounds that w
 from __future__ import annotations
 
 import os
+import random
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
@@ -25,6 +28,7 @@ from mlflow.protos.databricks_pb2 import (
 
 from mlflow_ztml.config import Settings
 from mlflow_ztml.errors import ModelNotFoundError, RegistryUnavailableError, ZtmlError
+from mlflow_ztml.redact import safe
 
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<ref>[^/]+)|@(?P<alias>[^/]+))$")
 _LOGGED_MODEL_SOURCE = re.compile(r"^models:/(?P<model_id>m-[0-9a-f]+)$")
@@ -106,8 +110,9 @@ def translate_errors(what: str) -> Iterator[None]:
         if exc.error_code in _NOT_FOUND and "API request" not in message:
             raise ModelNotFoundError(f"{what}: {message}") from None
         raise RegistryUnavailableError(
-            f"{what}: cannot reach MLflow ({message.splitlines()[0][:300]}); check that the "
-            "tracking server is up and MLFLOW_TRACKING_URI / mlflow.tracking_uri points at it"
+            f"{what}: cannot reach MLflow ({safe((message.splitlines() or [''])[0], 300)}); "
+            "check that the tracking server is up and MLFLOW_TRACKING_URI / "
+            "mlflow.tracking_uri points at it"
         ) from None
     except OSError as exc:
         raise RegistryUnavailableError(f"{what}: cannot reach MLflow: {exc}") from None
@@ -177,6 +182,7 @@ class Registry:
                     "digest": dataset.digest,
                     "source_type": dataset.source_type,
                     "source": dataset.source,
+                    "profile": dataset.profile,  # JSON text, e.g. {"num_rows": 60, ...}
                     "context": next(
                         (t.value for t in dataset_input.tags if t.key == "mlflow.data.context"),
                         None,
@@ -226,9 +232,76 @@ class Registry:
         return sorted((str(v.version) for v in found), key=int)
 
     def set_version_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
+        """Write `tags` in order. Two writers creating the same tag at once (concurrent deploys
+        of one model) make MLflow's SQL store fail one insert with a unique-constraint error;
+        that write is retried with a short, bounded backoff instead of failing the deploy."""
         with translate_errors(f"writing tags on {name} v{version}"):
             for key, value in tags.items():
-                self.client.set_model_version_tag(name, version, key, value)
+                _retry_insert_race(
+                    lambda k=key, v=value: self.client.set_model_version_tag(name, version, k, v)
+                )
+
+    def delete_version_tags(self, name: str, version: str, keys: list[str]) -> None:
+        """Remove tags that no longer hold (a superseded version's endpoint); a tag that is
+        already gone is fine."""
+        with translate_errors(f"removing tags from {name} v{version}"):
+            for key in keys:
+                try:
+                    self.client.delete_model_version_tag(name, version, key)
+                except RestException as exc:
+                    if exc.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+                        raise
+
+    def version_tags(self, name: str, version: str) -> dict[str, str]:
+        """The tags of one model version (what the MLflow UI shows next to it)."""
+        with translate_errors(f"reading tags of {name} v{version}"):
+            return dict(self.client.get_model_version(name, version).tags or {})
+
+    def download_model(self, model_uri: str, dst: Path) -> Path:
+        """Download the model files of `model_uri` into `dst` (with this control plane's
+        credentials) and return the directory holding `MLmodel`."""
+        return download_model(model_uri, dst, self.tracking_uri, self.settings.mlflow.registry_uri)
+
+
+def download_model(
+    model_uri: str, dst: Path, tracking_uri: str | None, registry_uri: str | None = None
+) -> Path:
+    """Download `model_uri` (models:/NAME/VERSION, runs:/..., a local directory) into `dst`.
+
+    The control plane, which holds the registry credentials, calls this; the serving process then
+    loads the local copy and needs no credentials at all."""
+    import mlflow.artifacts
+
+    dst.mkdir(parents=True, exist_ok=True)
+    with translate_errors(f"downloading {model_uri}"), _tracking(tracking_uri, registry_uri):
+        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
+    if not (path / "MLmodel").is_file():
+        raise ModelNotFoundError(f"{model_uri} is not an MLflow model (no MLmodel file)")
+    return path
+
+
+_RACE_MARKERS = ("unique constraint", "integrityerror", "already exists", "duplicate")
+_RACE_ATTEMPTS = 6
+_RACE_BACKOFF_SECONDS = 0.05
+
+
+def _is_insert_race(exc: MlflowException) -> bool:
+    message = str(getattr(exc, "message", exc)).lower()
+    return any(marker in message for marker in _RACE_MARKERS)
+
+
+def _retry_insert_race(write: Callable[[], object]) -> None:
+    """Run `write`, retrying MLflow's insert race (unique constraint / already exists) up to
+    `_RACE_ATTEMPTS` times with a jittered exponential backoff (at most ~2 s in all)."""
+    for attempt in range(_RACE_ATTEMPTS):
+        try:
+            write()
+            return
+        except MlflowException as exc:
+            if not _is_insert_race(exc) or attempt == _RACE_ATTEMPTS - 1:
+                raise
+            jitter = 0.5 + random.random()  # noqa: S311 - spreads retries, not a secret
+            time.sleep(_RACE_BACKOFF_SECONDS * 2**attempt * jitter)
 
 
 def _quote(value: str) -> str:
@@ -241,16 +314,21 @@ def _model_id(source: str | None) -> str | None:
 
 
 @contextmanager
-def _tracking(uri: str | None) -> Iterator[None]:
-    """Point MLflow's fluent APIs at `uri` for the duration, then restore the previous value."""
+def _tracking(uri: str | None, registry_uri: str | None = None) -> Iterator[None]:
+    """Point MLflow's fluent APIs at `uri` (and the registry at `registry_uri`, when given) for
+    the duration, then restore the previous values."""
     import mlflow
 
-    if uri is None:
-        yield
-        return
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
+    previous = mlflow.get_tracking_uri() if uri is not None else None
+    previous_registry = mlflow.get_registry_uri() if registry_uri is not None else None
+    if uri is not None:
+        mlflow.set_tracking_uri(uri)
+    if registry_uri is not None:
+        mlflow.set_registry_uri(registry_uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous)
+        if previous is not None:
+            mlflow.set_tracking_uri(previous)
+        if previous_registry is not None:
+            mlflow.set_registry_uri(previous_registry)

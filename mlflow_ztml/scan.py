@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field
 from mlflow_ztml.config import ScanConfig
 from mlflow_ztml.errors import ScanError
 from mlflow_ztml.policy.engine import Decision, PolicyEngine
-from mlflow_ztml.record import redact
+from mlflow_ztml.redact import clip, safe
 
 SCAN_PACKAGE = "ztml.scan"
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN")
@@ -380,8 +380,7 @@ def _trivy_error(stderr: str) -> str:
         max(len(lines) - 3, 0),
     )
     cleaned = [re.sub(r"^\S+\t(FATAL|ERROR|WARN|INFO)\t", "", line) for line in lines[start:]]
-    text = " ".join(" ".join(cleaned).split())[:1500]
-    return redact(text) or "no output"
+    return safe(" ".join(" ".join(cleaned).split()), 1500) or "no output"
 
 
 def _vulnerability(result: dict[str, Any], vuln: dict[str, Any]) -> Finding:
@@ -390,7 +389,7 @@ def _vulnerability(result: dict[str, Any], vuln: dict[str, Any]) -> Finding:
         kind="vulnerability",
         id=str(vuln.get("VulnerabilityID", "unknown")),
         severity=str(vuln.get("Severity", "UNKNOWN")).upper(),
-        title=str(vuln.get("Title") or vuln.get("Description") or "")[:300],
+        title=clip(str(vuln.get("Title") or vuln.get("Description") or ""), 300),
         target=str(result.get("Target", "")),
         source="sbom",
         package=vuln.get("PkgName"),
@@ -422,7 +421,7 @@ def _misconfig(result: dict[str, Any], misconfig: dict[str, Any], source: str) -
         kind="misconfiguration",
         id=str(misconfig.get("AVDID") or misconfig.get("ID") or "unknown"),
         severity=str(misconfig.get("Severity", "UNKNOWN")).upper(),
-        title=str(misconfig.get("Title", ""))[:300],
+        title=clip(str(misconfig.get("Title", "")), 300),
         target=target,
         source=source,  # type: ignore[arg-type]
         location=f"{target}:{line}" if line else target,

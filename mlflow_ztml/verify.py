@@ -12,6 +12,7 @@ from typing import Any
 import requests
 
 from mlflow_ztml.errors import DeployError
+from mlflow_ztml.redact import clip
 from mlflow_ztml.runtimes.base import DeploymentStatus
 
 
@@ -38,7 +39,7 @@ def verify(
     if response.status_code != 200:
         raise VerifyError(
             f"/predict with the model's input example answered {response.status_code}: "
-            f"{response.text[:500]}"
+            f"{clip(response.text, 500)}"
         )
     predictions = response.json().get("predictions")
     if predictions is None or (hasattr(predictions, "__len__") and len(predictions) == 0):
@@ -78,7 +79,7 @@ def _get_json(url: str, headers: dict[str, str] | None) -> dict[str, Any]:
     except requests.RequestException as exc:
         raise VerifyError(f"GET {url} failed: {exc}") from None
     if response.status_code != 200:
-        raise VerifyError(f"GET {url} answered {response.status_code}: {response.text[:300]}")
+        raise VerifyError(f"GET {url} answered {response.status_code}: {clip(response.text, 300)}")
     return response.json()
 
 

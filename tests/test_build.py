@@ -292,3 +292,25 @@ def test_build_labels_push_and_pull_by_digest(images) -> None:
         client.images.get(other.reference)
     client.images.pull(other.reference)
     assert client.images.get(other.reference).id == other.image_id
+
+
+@pytest.mark.slow
+def test_a_requirement_no_index_serves_fails_the_build_with_the_fix(images) -> None:
+    # What the gate catches before a build (tests/test_requirements.py), if a build runs anyway
+    # (`build_image` called directly): pip's "no matching distribution" comes with the fix.
+    from tests.models import register_sklearn
+
+    images.image("v1")  # the server's dependency layers are cached: pip fails in seconds
+    name = "build-cpu-label"
+    version = register_sklearn(images.tracking_uri, name, requirements=["torch==2.13.0+cpu"])
+    with pytest.raises(BuildError) as failure:
+        ImageBuilder(images.settings()).build(
+            BuildRequest(model_name=name, model_version=version, environment="local")
+        )
+    message = str(failure.value)
+    assert "No matching distribution found for torch==2.13.0+cpu" in message
+    assert message.endswith(
+        "hint: torch==2.13.0+cpu has a local version label that the build's indexes do not "
+        "serve: add an index that has it to build.pip_extra_index_url, or log the model with "
+        "pip_requirements=['torch==2.13.0']"
+    )

@@ -17,6 +17,7 @@ import pytest
 from mlflow_ztml.config import load_settings
 from mlflow_ztml.notify import DeploymentEvent, Notifier, verify_signature
 from mlflow_ztml.pipeline import DeployOptions, Pipeline
+from tests.mlflow_server import free_port
 from tests.models import GOOD_METRICS, register_sklearn
 
 SLACK_TOKEN = "T000/B000/slack-url-secret-token"
@@ -248,3 +249,51 @@ def test_notification_config_never_takes_a_url_inline(tmp_path, monkeypatch) -> 
     )
     with pytest.raises(ConfigError, match="notifications"):
         load_settings()
+
+
+def test_events_are_redacted_before_they_leave(receiver, tmp_path, monkeypatch, caplog) -> None:
+    """An error or reason quoting a credentialed URL reaches neither a webhook body (still
+    signed, still JSON) nor Slack; a failed delivery never echoes the target's secret path."""
+    monkeypatch.chdir(tmp_path)
+    _configure(tmp_path, monkeypatch, "webhook", f"{receiver.start()}/hooks/ztml")
+    event = DeploymentEvent(
+        model="m",
+        version="1",
+        env="local",
+        status="failed",
+        error="cannot reach MLflow (API request to http://ztml:s3cret@mlflow:5000/api failed)",
+        violations=["data source train (https://h/t.parquet?X-Amz-Signature=s3cret) unapproved"],
+    )
+    notifier = Notifier(load_settings())
+    assert notifier.publish(event) == 1 and notifier.flush(10)
+    [delivery] = receiver.received
+    headers = delivery["headers"]
+    assert verify_signature(
+        SIGNING_SECRET,
+        headers["X-Ztml-Event-Id"],
+        headers["X-Ztml-Timestamp"],
+        delivery["body"],
+        headers["X-Ztml-Signature"],
+    )
+    sent = json.loads(delivery["body"])
+    assert "s3cret" not in delivery["body"].decode()
+    assert sent["error"].startswith("cannot reach MLflow (API request to http://ztml:***@mlflow")
+    assert sent["violations"] == [
+        "data source train (https://h/t.parquet?X-Amz-Signature=***) unapproved"
+    ]
+
+    url = f"http://127.0.0.1:{receiver.server.server_address[1]}"
+    _configure(tmp_path, monkeypatch, "slack", f"{url}/services/{SLACK_TOKEN}")
+    notifier = Notifier(load_settings())
+    assert notifier.publish(event) == 1 and notifier.flush(10)
+    text = json.loads(receiver.received[-1]["body"])["text"]
+    assert "http://ztml:***@mlflow:5000" in text and "s3cret" not in text
+
+    # a receiver that is not there: the failure says why, without the URL's secret path
+    _configure(
+        tmp_path, monkeypatch, "slack", f"http://127.0.0.1:{free_port()}/services/{SLACK_TOKEN}"
+    )
+    caplog.set_level(logging.DEBUG, logger="ztml")
+    [(label, delivered, problem)] = Notifier(load_settings()).send_now(event)
+    assert not delivered and label == "slack[0]"
+    assert SLACK_TOKEN not in problem and SLACK_TOKEN not in caplog.text

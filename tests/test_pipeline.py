@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 import mlflow
 import pytest
 import requests
 
 from mlflow_ztml.config import load_settings
-from mlflow_ztml.errors import RegistryUnavailableError
+from mlflow_ztml.errors import DeploymentConflictError, RegistryUnavailableError, ZtmlError
 from mlflow_ztml.pipeline import DeployOptions, Pipeline
+from mlflow_ztml.registry import Registry
 from tests.mlflow_server import free_port
 from tests.models import GOOD_METRICS, register_sklearn
 from tests.pipeline_fixtures import TrafficLoop, process_runtime
 
 ROW = {"income": 0.9, "age": 0.4, "debt": 0.1}
+ZTML = [sys.executable, "-m", "mlflow_ztml.cli"]
+
+
+def _ztml(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ZTML, *args], capture_output=True, text=True, timeout=180)
 
 
 def _tags(url: str, name: str, version: str) -> dict[str, str]:
@@ -62,7 +72,9 @@ def test_good_version_is_deployed_verified_and_recorded(ztml_env, pipeline) -> N
     finally:
         pipeline.delete("pipe-good-local", "local")
     assert process_runtime().get("pipe-good-local") is None
-    assert _tags(ztml_env.url, "pipe-good", v1)["ztml.local.status"] == "deleted"
+    tags = _tags(ztml_env.url, "pipe-good", v1)
+    assert tags["ztml.local.status"] == "deleted"
+    assert "ztml.local.endpoint" not in tags  # gone, not an empty string
 
 
 def test_rejected_version_deploys_nothing_and_says_why(ztml_env, pipeline) -> None:
@@ -106,6 +118,7 @@ def test_update_keeps_serving_and_supersedes_the_old_version(ztml_env, pipeline)
         old_tags = _tags(ztml_env.url, "pipe-update", v1)
         assert old_tags["ztml.local.status"] == "superseded"
         assert old_tags["ztml.local.superseded_by"] == v2
+        assert "ztml.local.endpoint" not in old_tags  # it no longer serves there
     finally:
         pipeline.delete("pipe-update-local", "local")
 
@@ -204,3 +217,130 @@ def test_verify_failure_rolls_back_to_the_serving_version(ztml_env, pipeline, tm
         assert len(logs) == 2
     finally:
         pipeline.delete("pipe-rollback-local", "local")
+
+
+def test_a_deploy_never_replaces_another_models_deployment(ztml_env, pipeline) -> None:
+    owner = register_sklearn(ztml_env.url, "pipe_owner", metrics=GOOD_METRICS)
+    other = register_sklearn(ztml_env.url, "pipe.owner", metrics=GOOD_METRICS)
+    first = pipeline.run(f"models:/pipe_owner/{owner}", "local", DeployOptions())
+    assert first.status == "deployed", first.error
+    try:
+        assert first.deployment == "pipe-owner-local"  # and pipe.owner maps to it too
+        with pytest.raises(DeploymentConflictError, match="'pipe_owner'") as refused:
+            pipeline.run(f"models:/pipe.owner/{other}", "local", DeployOptions())
+        assert "--name" in str(refused.value)
+        cli = _ztml("deploy", f"models:/pipe.owner/{other}")
+        assert cli.returncode == 2, cli.stderr
+        assert "pipe_owner" in cli.stderr and "--name" in cli.stderr, cli.stderr
+        assert "Traceback" not in cli.stderr
+        status = process_runtime().get("pipe-owner-local")
+        assert (status.model_name, status.state) == ("pipe_owner", "running")
+        assert status.endpoint == first.endpoint
+        # refused before anything was written about the other model
+        assert not any(k.startswith("ztml.") for k in _tags(ztml_env.url, "pipe.owner", other))
+    finally:
+        pipeline.delete("pipe-owner-local", "local")
+
+
+def test_bad_deployment_names_are_usage_errors_before_anything_is_written(
+    ztml_env, pipeline, tmp_path
+) -> None:
+    version = register_sklearn(ztml_env.url, "pipe-names", metrics=GOOD_METRICS)
+    for bad in ("../x", "Pipe_Names"):
+        cli = _ztml("deploy", f"models:/pipe-names/{version}", "--name", bad)
+        assert cli.returncode == 2, cli.stderr
+        assert f"invalid deployment name {bad!r}" in cli.stderr, cli.stderr
+        assert "Traceback" not in cli.stderr
+    deleted = _ztml("delete", "../x")
+    assert deleted.returncode == 2 and "invalid deployment name" in deleted.stderr
+    assert not any(k.startswith("ztml.") for k in _tags(ztml_env.url, "pipe-names", version))
+    home = tmp_path / "ztml-home"
+    assert not (home / "x.json").exists() and not (home / ".x.lock").exists()
+    assert process_runtime().list() == []
+
+    # a model whose name starts with '-' deploys (as a name, never as a flag)
+    dash = register_sklearn(ztml_env.url, "-pipe-dash", metrics=GOOD_METRICS)
+    outcome = pipeline.run(f"models:/-pipe-dash/{dash}", "local", DeployOptions())
+    try:
+        assert outcome.status == "deployed", outcome.error
+        assert outcome.deployment == "pipe-dash-local"
+        response = requests.post(f"{outcome.endpoint}/predict", json={"inputs": [ROW]}, timeout=10)
+        assert response.status_code == 200, response.text
+    finally:
+        pipeline.delete("pipe-dash-local", "local")
+
+
+def test_status_filters_marks_dead_deployments_and_survives_a_corrupt_state_file(
+    ztml_env, tmp_path
+) -> None:
+    (tmp_path / "ztml.yaml").write_text(
+        "environments:\n  qa: {runtime: process, policy_profile: local}\n"
+    )
+    pipeline = Pipeline(load_settings())
+    version = register_sklearn(ztml_env.url, "pipe-status", metrics=GOOD_METRICS)
+    uri = f"models:/pipe-status/{version}"
+    assert pipeline.run(uri, "local", DeployOptions()).status == "deployed"
+    try:
+        assert pipeline.run(uri, "qa", DeployOptions()).status == "deployed"
+        only_qa = _ztml("status", "--env", "qa", "--format", "json")
+        assert only_qa.returncode == 0, only_qa.stderr
+        assert [s["name"] for s in json.loads(only_qa.stdout)] == ["pipe-status-qa"]
+
+        home = tmp_path / "ztml-home" / "process"
+        pid = json.loads((home / "pipe-status-local.json").read_text())["pid"]
+        os.killpg(pid, signal.SIGKILL)  # the server dies behind ztml's back
+        deadline = time.monotonic() + 15
+        while process_runtime().get("pipe-status-local").state != "failed":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        (home / "pipe-corrupt-local.json").write_text('{"name": "pipe-corr')
+
+        listed = _ztml("status", "--format", "json")
+        assert listed.returncode == 0, listed.stderr
+        states = {s["name"]: s["state"] for s in json.loads(listed.stdout)}
+        assert states == {
+            "pipe-corrupt-local": "unknown",
+            "pipe-status-local": "failed",
+            "pipe-status-qa": "running",
+        }
+        tags = _tags(ztml_env.url, "pipe-status", version)
+        assert tags["ztml.local.status"] == "failed"
+        assert "exited" in tags["ztml.local.error"]
+        assert "ztml.local.endpoint" not in tags
+        assert tags["ztml.qa.status"] == "deployed"
+        assert _ztml("delete", "pipe-corrupt-local").returncode == 0
+        assert not (home / "pipe-corrupt-local.json").exists()
+    finally:
+        pipeline.delete("pipe-status-local", "local")
+        pipeline.delete("pipe-status-qa", "qa")
+
+
+def test_concurrent_tag_writes_to_one_version_never_fail(ztml_env) -> None:
+    """MLflow's SQL store can fail one of two simultaneous first writes of a tag with a unique
+    constraint error (what concurrent deploys of one model do): the registry retries it."""
+    client = mlflow.MlflowClient(ztml_env.url)
+    client.create_registered_model("pipe-race")
+    version = client.create_model_version("pipe-race", "s3://bucket/pipe-race/model").version
+    registry = Registry(load_settings())
+    errors: list[str] = []
+    rounds, writers = 20, 12
+    for round_ in range(rounds):
+        barrier = threading.Barrier(writers)
+
+        def write(
+            writer: int, key: str = f"ztml.local.race{round_}", start: threading.Barrier = barrier
+        ) -> None:
+            start.wait()
+            try:
+                registry.set_version_tags("pipe-race", version, {key: f"writer-{writer}"})
+            except ZtmlError as exc:
+                errors.append(str(exc)[:300])
+
+        threads = [threading.Thread(target=write, args=(i,)) for i in range(writers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert errors == []
+    tags = _tags(ztml_env.url, "pipe-race", version)
+    assert all(tags[f"ztml.local.race{r}"].startswith("writer-") for r in range(rounds))

@@ -34,6 +34,7 @@ from mlflow_ztml.config import ControllerConfig
 from mlflow_ztml.controller import events, signature
 from mlflow_ztml.controller.desired import Key
 from mlflow_ztml.controller.metrics import Metrics
+from mlflow_ztml.redact import redact_data
 
 
 class DeliveryCache:
@@ -219,15 +220,17 @@ def create_app(controller: ControllerLike, manage_lifecycle: bool = True) -> Fas
         headers = {"Retry-After": str(body["retry_after"])} if "retry_after" in body else None
         return JSONResponse(body, status_code=code, headers=headers)
 
+    # What the controller reports about itself carries error texts from MLflow, runtimes and
+    # the pipeline: redacted here, at the boundary, whatever produced them.
     @app.get("/healthz")
     def healthz() -> JSONResponse:
         ok, body = controller.health()
-        return JSONResponse(body, status_code=200 if ok else 500)
+        return JSONResponse(redact_data(body), status_code=200 if ok else 500)
 
     @app.get("/readyz")
     def readyz() -> JSONResponse:
         ok, body = controller.readiness()
-        return JSONResponse(body, status_code=200 if ok else 503)
+        return JSONResponse(redact_data(body), status_code=200 if ok else 503)
 
     @app.get("/metrics")
     def metrics() -> Response:
@@ -235,6 +238,6 @@ def create_app(controller: ControllerLike, manage_lifecycle: bool = True) -> Fas
 
     @app.get("/status")
     def status() -> JSONResponse:
-        return JSONResponse(controller.status())
+        return JSONResponse(redact_data(controller.status()))
 
     return app

@@ -29,6 +29,7 @@ from mlflow_ztml.controller.signature import SECRET_ENV, secrets_from_env
 from mlflow_ztml.errors import ConfigError, RegistryUnavailableError, ZtmlError
 from mlflow_ztml.notify import Notifier
 from mlflow_ztml.pipeline import Pipeline
+from mlflow_ztml.redact import safe
 
 log = logging.getLogger("mlflow_ztml.controller")
 
@@ -211,7 +212,7 @@ class Controller:
             log.warning(
                 "poll failed, retrying in %.0f s: %s", self.config.poll_interval_seconds, exc
             )
-            self._last_poll = {"at": time.time(), "ok": False, "error": str(exc)[:500]}
+            self._last_poll = {"at": time.time(), "ok": False, "error": safe(exc, 500)}
             return []
         for key in keys:
             result = "queued" if self.queue.add(key, immediate=False) else "coalesced"

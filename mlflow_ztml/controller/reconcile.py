@@ -43,6 +43,7 @@ from mlflow_ztml.controller.desired import (
 from mlflow_ztml.controller.metrics import Metrics
 from mlflow_ztml.errors import ConfigError, ZtmlError
 from mlflow_ztml.pipeline import DeployOptions, Pipeline, default_deployment_name
+from mlflow_ztml.redact import safe
 from mlflow_ztml.registry import VersionFacts
 from mlflow_ztml.runtimes.base import DeploymentStatus, Runtime
 
@@ -145,7 +146,7 @@ class Reconciler:
             self._reconcile(key, report)
             result = "ok"
         except ZtmlError as exc:
-            report.error = str(exc)[:2000]
+            report.error = safe(exc, 2000)
             result = "error"
             raise ReconcileFailed(f"{key}: {exc}") from exc
         finally:
@@ -267,7 +268,7 @@ class Reconciler:
                     key.model, desired.version, {tag: fingerprint}
                 )
             if outcome.decision is not None:
-                report.error = "; ".join(outcome.decision.deny)[:2000]
+                report.error = safe("; ".join(outcome.decision.deny), 2000)
             return
         with self._lock:
             self._rejected.pop(key, None)

@@ -26,6 +26,7 @@ from opa_client.errors import RegoParseError
 from mlflow_ztml.errors import ConfigError, PolicyError
 from mlflow_ztml.policy.bundle import PolicyBundle
 from mlflow_ztml.policy.engine import Decision, check_package, decision_from_document
+from mlflow_ztml.redact import clip
 
 POLICY_ID_PREFIX = "ztml/"
 OpaMode = Literal["load", "query"]
@@ -158,7 +159,7 @@ def _http_error(exc: requests.HTTPError) -> str:
     try:
         body = response.json()
     except ValueError:
-        return f"HTTP {response.status_code}: {response.text[:500]}"
+        return f"HTTP {response.status_code}: {clip(response.text, 500)}"
     message = body.get("message", "") if isinstance(body, dict) else ""
     details = (
         "; ".join(str(error.get("message", error)) for error in (body.get("errors") or []) if error)

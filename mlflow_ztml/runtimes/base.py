@@ -15,7 +15,9 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-State = Literal["running", "starting", "failed", "stopped"]
+# `unknown`: the runtime's own record of the deployment cannot be read (a corrupt state file);
+# that one deployment says so instead of failing every listing.
+State = Literal["running", "starting", "failed", "stopped", "unknown"]
 
 
 class DeploymentSpec(BaseModel):
@@ -27,6 +29,7 @@ class DeploymentSpec(BaseModel):
     model_version: str
     model_uri: str
     tracking_uri: str | None = None
+    registry_uri: str | None = None
     image: str | None = None
     replicas: int = 1
     cpu: str = "500m"
@@ -34,13 +37,19 @@ class DeploymentSpec(BaseModel):
     gpu: int = 0
     max_batch_size: int = 32
     max_batch_delay_ms: float = 2.0
+    # /predict answers: ztml's own, or the published mlifecycle contract (serving/published.py)
+    response_format: Literal["ztml", "mlifecycle"] = "ztml"
     port: int | None = None
     env: dict[str, str] = Field(default_factory=dict)
     ready_timeout_seconds: float = 120.0
 
     def fingerprint(self) -> str:
         """Identifies 'the same version with the same settings' for idempotent deploys."""
-        material = self.model_dump(exclude={"ready_timeout_seconds", "tracking_uri"})
+        material = self.model_dump(
+            exclude={"ready_timeout_seconds", "tracking_uri", "registry_uri"}
+        )
+        if material["response_format"] == "ztml":  # the default: fingerprints made before the
+            del material["response_format"]  # option existed still say "unchanged"
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -23,6 +23,7 @@ removes the candidate and leaves the old container serving.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import time
 import uuid
@@ -33,7 +34,7 @@ import requests
 
 from mlflow_ztml.config import BuildConfig
 from mlflow_ztml.errors import BuildError, DeployError
-from mlflow_ztml.record import redact
+from mlflow_ztml.redact import safe
 from mlflow_ztml.runtimes.base import DeploymentSpec, DeploymentStatus, Verifier
 from mlflow_ztml.runtimes.locking import deployment_lock
 
@@ -44,6 +45,7 @@ SERVING_UID = "10001:10001"
 _STOP_GRACE_SECONDS = 15
 _SWITCH_GRACE_SECONDS = 1.0
 _PIDS_LIMIT = 512
+_RESTART_POLICY = {"Name": "on-failure", "MaximumRetryCount": 3}
 _TMPFS_SIZE = "512m"
 
 
@@ -136,6 +138,7 @@ class DockerRuntime:
             try:
                 self._wait_ready(candidate, spec.ready_timeout_seconds)
                 verify(self._status(candidate))
+                self._arm_restarts(candidate)
             except BaseException:
                 self._remove(candidate)
                 raise
@@ -180,7 +183,7 @@ class DockerRuntime:
         except DeployError:
             raise
         except Exception as exc:
-            raise DeployError(f"cannot list containers: {redact(str(exc))[:300]}") from None
+            raise DeployError(f"cannot list containers: {safe(exc, 300)}") from None
 
     def _serving(self, name: str) -> Any | None:
         """The container serving `name`: the one named `ztml-NAME`, else (mid-switch) the
@@ -216,6 +219,7 @@ class DockerRuntime:
             **spec.env,
             "SERVING_MAX_BATCH_SIZE": str(spec.max_batch_size),
             "SERVING_MAX_BATCH_DELAY_MS": str(spec.max_batch_delay_ms),
+            "SERVING_RESPONSE_FORMAT": spec.response_format,
             "SERVING_MODEL_NAME": spec.model_name,
             "SERVING_MODEL_VERSION": spec.model_version,
         }
@@ -234,7 +238,9 @@ class DockerRuntime:
             "mem_limit": parse_memory(spec.memory),
             "memswap_limit": parse_memory(spec.memory),  # no swap beyond the limit
             "ports": {f"{CONTAINER_PORT}/tcp": ("127.0.0.1", spec.port)},
-            "restart_policy": {"Name": "on-failure", "MaximumRetryCount": 3},
+            # No restarts until it has served once: a start failure then stops at its first
+            # exit, with that exit code and that run's logs (see _arm_restarts).
+            "restart_policy": {"Name": "no"},
             "stop_signal": "SIGTERM",
         }
         if spec.gpu:
@@ -244,7 +250,7 @@ class DockerRuntime:
         except Exception as exc:
             raise DeployError(
                 f"cannot start a container for {spec.name} v{spec.model_version} from "
-                f"{spec.image}: {redact(str(exc))[:500]}"
+                f"{spec.image}: {safe(exc, 500)}"
             ) from None
         container.reload()
         return container
@@ -257,16 +263,25 @@ class DockerRuntime:
         except BuildError as exc:
             raise DeployError(str(exc)) from None
 
+    @staticmethod
+    def _arm_restarts(container: Any) -> None:
+        """A verified container restarts on a crash from now on (`on-failure`, bounded)."""
+        try:
+            container.update(restart_policy=_RESTART_POLICY)
+        except Exception as exc:
+            raise DeployError(
+                f"cannot set the restart policy of {container.name}: {safe(exc, 300)}"
+            ) from None
+
     def _wait_ready(self, container: Any, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         url: str | None = None
         while time.monotonic() < deadline:
             container.reload()
-            if container.status in ("exited", "dead"):
+            if container.status in ("exited", "dead", "restarting"):
                 raise DeployError(
                     f"container {container.name} exited before it was ready "
-                    f"(exit code {container.attrs['State'].get('ExitCode')}); last log lines:\n"
-                    f"{_logs(container)}"
+                    f"({exit_reason(container)}); {_logs(container)}"
                 )
             port = self._host_port(container)
             if port:
@@ -277,7 +292,7 @@ class DockerRuntime:
             time.sleep(0.1)
         raise DeployError(
             f"container {container.name} was not ready within {timeout:.0f} s ({url or 'no port'})"
-            f"; last log lines:\n{_logs(container)}"
+            f"; {_logs(container)}"
         )
 
     def _switch(self, name: str, candidate: Any, current: Any | None) -> None:
@@ -320,10 +335,7 @@ class DockerRuntime:
         running = container.status == "running"
         detail = None
         if not running:
-            detail = (
-                f"container {container.name} is {container.status} "
-                f"(exit code {state_info.get('ExitCode')})"
-            )
+            detail = f"container {container.name} is {container.status} ({exit_reason(container)})"
         elif health == "unhealthy":
             detail = f"container {container.name} is unhealthy"
         started = labels.get(f"{LABEL}.started-at")
@@ -342,8 +354,59 @@ class DockerRuntime:
         )
 
 
+def exit_reason(container: Any) -> str:
+    """Why a container stopped, from the engine's state: the exit code, an out-of-memory kill
+    (which leaves no log line: the kernel kills the process), the engine's own error, restarts."""
+    state = container.attrs.get("State") or {}
+    reason = f"exit code {state.get('ExitCode')}"
+    if state.get("OOMKilled"):
+        limit = (container.attrs.get("HostConfig") or {}).get("Memory") or 0
+        shown = f" of {limit / 2**20:.0f}Mi" if limit else ""
+        reason += (
+            f", killed for exceeding its memory limit{shown}: give the deployment more memory "
+            "(inference.resources.memory, or -C memory=...)"
+        )
+    if state.get("Error"):
+        reason += f", engine error: {safe(state['Error'], 300)}"
+    restarts = container.attrs.get("RestartCount") or 0
+    if restarts:
+        reason += f", after {restarts} restart(s)"
+    return reason
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_LOG_LINE_LIMIT = 600
+
+
 def _logs(container: Any, lines: int = 20) -> str:
+    """The container's own last output lines (stdout and stderr, read from the engine before
+    the container is removed), headed `last log lines`; never an empty tail: no output or
+    unreadable logs are said as such."""
     try:
-        return container.logs(tail=lines).decode(errors="replace").rstrip() or "(no output)"
-    except Exception:
-        return "(logs unavailable)"
+        raw = container.logs(stdout=True, stderr=True, tail=lines * 5, timestamps=False)
+    except Exception as exc:
+        return f"its logs could not be read ({safe(exc, 200)})"
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+    rendered = [line for line in map(log_line, text.splitlines()) if line]
+    if not rendered:
+        return "it wrote nothing to stdout or stderr"
+    return "last log lines (stdout and stderr):\n" + "\n".join(rendered[-lines:])
+
+
+def log_line(line: str) -> str:
+    """One output line for a message: control characters dropped, credentials redacted,
+    bounded; the serving image's JSON log lines as `level logger: message` plus the last line
+    of a traceback (the exception itself), instead of a screen of escaped JSON."""
+    line = _CONTROL.sub("", line).strip()
+    if line.startswith("{"):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("message"), str):
+            line = f"{record.get('level', '')} {record.get('logger', '')}: {record['message']}"
+            trace = str(record.get("exception") or "").strip().splitlines()
+            last = trace[-1].strip() if trace else ""
+            if last and last.split(": ", 1)[-1] not in line:
+                line += f" [{last}]"
+    return safe(line.strip(), _LOG_LINE_LIMIT) if line.strip() else ""

@@ -579,6 +579,8 @@ class KubernetesRuntime:
             },
             "env": dict(spec.env),
         }
+        if spec.response_format != "ztml":  # the chart's default; releases made before stay same
+            sized["serving"]["responseFormat"] = spec.response_format
         if spec.tracking_uri:
             sized["mlflow"] = {"trackingUri": spec.tracking_uri}
         merged = deep_merge(sized, copy.deepcopy(config.values))

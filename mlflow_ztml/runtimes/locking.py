@@ -11,9 +11,14 @@ import fcntl
 from collections.abc import Iterator
 from pathlib import Path
 
+from mlflow_ztml import names
+
 
 @contextlib.contextmanager
 def deployment_lock(root: Path, name: str) -> Iterator[None]:
+    """Hold the lock of deployment `name` under `root`; a name that could address a file
+    outside `root` (`../x`) is an InvalidNameError, never a path."""
+    names.check_lookup(name)
     with open(Path(root) / f".{name}.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

@@ -2,31 +2,104 @@
 
 The embedded default that needs nothing installed. State is one JSON file per deployment under
 `$ZTML_HOME/process/`, so a later CLI process sees the same deployments; a process that died
-shows as `failed`. Each version gets its own port: an update starts the candidate next to the
-old process, verifies it, points the deployment at it and only then stops the old one.
+shows as `failed`, an unreadable state file as `unknown` (for that deployment only). Each
+version gets its own port: an update starts the candidate next to the old process, verifies it,
+points the deployment at it and only then stops the old one.
+
+A served model is untrusted code, so the control plane keeps its secrets:
+
+- the control plane (which holds the registry credentials) downloads the model files into the
+  deployment's own directory, `$ZTML_HOME/process/deployments/NAME/<candidate>/model`, and the
+  server loads that local copy: it gets no tracking URI and no credentials;
+- the server starts with an allowlisted environment (`SERVING_*`, PATH, HOME, locale, time
+  zone, thread counts, the virtualenv and what CUDA needs), never the caller's whole
+  environment (webhook secrets, notification URLs, MLflow passwords, cloud credentials).
+
+The copy goes away with its process: when an update retires the old version, when a candidate
+fails, and with `delete`. Each process writes stdout and stderr, unbuffered, to its own log under
+`$ZTML_HOME/process/logs/`; a process that fails to start is reported with its exit code and the
+last lines of that log.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import requests
 
-from mlflow_ztml.errors import DeployError
+from mlflow_ztml import names
+from mlflow_ztml.errors import DeployError, DeploymentConflictError, ZtmlError
+from mlflow_ztml.registry import download_model
 from mlflow_ztml.runtimes.base import DeploymentSpec, DeploymentStatus, Verifier
 from mlflow_ztml.runtimes.locking import deployment_lock
 
 _STOP_GRACE_SECONDS = 15.0
 # Callers that read the old endpoint just before the switch still get to connect.
 _SWITCH_GRACE_SECONDS = 1.0
+_TAIL_LINES = 20
+_TAIL_CHARS = 3000
+
+# What the serving process may see of the caller's environment: what it needs to run. Anything
+# else (secrets, tokens, cloud credentials, notification URLs) stays with the control plane.
+PASS_ENV = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "VIRTUAL_ENV",
+        "LD_LIBRARY_PATH",
+        "CUDA_VISIBLE_DEVICES",
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+        "NUMEXPR_MAX_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+    }
+)
+PASS_ENV_PREFIXES = ("SERVING_", "LC_", "OPENBLAS_")
+
+# Our own children, so their exit code is known (reaping them elsewhere would lose it).
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def serving_environment(parent: dict[str, str], extra: dict[str, str]) -> dict[str, str]:
+    """The serving process's environment: the allowlisted part of `parent` plus `extra` (the
+    spec's explicit settings), and PYTHONPATH only when the `serving` package needs it."""
+    env = {
+        key: value
+        for key, value in parent.items()
+        if key in PASS_ENV or key.startswith(PASS_ENV_PREFIXES)
+    }
+    pythonpath = _serving_pythonpath()
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    env["PYTHONUNBUFFERED"] = "1"  # a crash must not swallow the last lines of the log
+    return {**env, **extra}
+
+
+def _serving_pythonpath() -> str | None:
+    """The directory holding the `serving` package when it is not installed in site-packages
+    (a source checkout): the child runs from its own directory, not the caller's."""
+    spec = importlib.util.find_spec("serving")
+    if spec is None or spec.origin is None:
+        return None
+    root = Path(spec.origin).resolve().parent.parent
+    if root.name in ("site-packages", "dist-packages"):
+        return None
+    return str(root)
 
 
 class ProcessRuntime:
@@ -37,6 +110,7 @@ class ProcessRuntime:
         (self.root / "logs").mkdir(parents=True, exist_ok=True)
 
     def deploy(self, spec: DeploymentSpec, verify: Verifier) -> tuple[DeploymentStatus, bool]:
+        names.validate(spec.name)
         with deployment_lock(self.root, spec.name):
             current = self.get(spec.name)
             if (
@@ -47,6 +121,12 @@ class ProcessRuntime:
                 return current, False
             self._remove_orphan_candidate(spec.name)
             old_record = self._read(spec.name)
+            if old_record and old_record.get("model_name") != spec.model_name:
+                raise DeploymentConflictError(
+                    f"deployment {spec.name!r} serves model {old_record.get('model_name')!r}, "
+                    f"not {spec.model_name!r}; choose another name with --name"
+                )
+            self._remove_stale_copies(spec.name, keep=(old_record or {}).get("dir"))
             if spec.port is not None and old_record and old_record.get("port") == spec.port:
                 self._stop(old_record)  # a fixed port cannot be shared: no overlap possible
                 old_record = None
@@ -68,61 +148,93 @@ class ProcessRuntime:
             return self._status(candidate), True
 
     def get(self, name: str) -> DeploymentStatus | None:
-        record = self._read(name)
+        names.check_lookup(name)
+        try:
+            record = self._read(name)
+        except DeployError as exc:
+            return _unknown(name, self.name, str(exc))
         return None if record is None else self._status(record)
 
     def list(self) -> list[DeploymentStatus]:
-        names = sorted(p.stem for p in self.root.glob("*.json"))
-        return [status for name in names if (status := self.get(name)) is not None]
+        found = sorted(p.stem for p in self.root.glob("*.json"))
+        return [status for name in found if (status := self._get_listed(name)) is not None]
+
+    def _get_listed(self, name: str) -> DeploymentStatus | None:
+        try:
+            return self.get(name)
+        except ZtmlError as exc:  # a stray file with an odd name: shown, never fatal
+            return _unknown(name, self.name, str(exc))
 
     def delete(self, name: str) -> None:
+        names.check_lookup(name)
         with deployment_lock(self.root, name):
             self._remove_orphan_candidate(name)
-            record = self._read(name)
+            try:
+                record = self._read(name)
+            except DeployError:
+                record = {}  # corrupt state: nothing to stop that we could know of
             if record is None:
                 raise DeployError(f"no process deployment named {name!r}")
-            self._stop(record)
+            if record:
+                self._stop(record)
             self._path(name).unlink(missing_ok=True)
+            shutil.rmtree(self._deployment_dir(name), ignore_errors=True)
 
     def endpoint(self, name: str) -> str | None:
         status = self.get(name)
         return status.endpoint if status else None
 
+    def _deployment_dir(self, name: str) -> Path:
+        return self.root / "deployments" / name
+
     def _start(self, spec: DeploymentSpec) -> dict:
         port = spec.port or _free_port()
+        workdir = self._deployment_dir(spec.name) / f"v{spec.model_version}-{uuid.uuid4().hex[:8]}"
+        try:
+            model_dir = download_model(
+                spec.model_uri, workdir / "model", spec.tracking_uri, spec.registry_uri
+            )
+        except ZtmlError as exc:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise DeployError(f"cannot fetch the model files of {spec.model_uri}: {exc}") from None
+        (workdir / "tmp").mkdir(exist_ok=True)
         log_path = self.root / "logs" / f"{spec.name}-v{spec.model_version}-{port}.log"
+        # `--flag=value`: a model named `-foo` must not read as another flag
         command = [
             sys.executable,
             "-m",
             "serving",
-            "--model-uri",
-            spec.model_uri,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--model-name",
-            spec.model_name,
-            "--model-version",
-            spec.model_version,
+            f"--model-uri={model_dir}",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            f"--model-name={spec.model_name}",
+            f"--model-version={spec.model_version}",
         ]
-        env = {
-            **os.environ,
-            **spec.env,
-            "SERVING_MAX_BATCH_SIZE": str(spec.max_batch_size),
-            "SERVING_MAX_BATCH_DELAY_MS": str(spec.max_batch_delay_ms),
-        }
-        if spec.tracking_uri:
-            env["MLFLOW_TRACKING_URI"] = spec.tracking_uri
-        with open(log_path, "ab") as log:
-            process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
-            )
+        env = serving_environment(
+            dict(os.environ),
+            {
+                **spec.env,
+                "SERVING_MAX_BATCH_SIZE": str(spec.max_batch_size),
+                "SERVING_MAX_BATCH_DELAY_MS": str(spec.max_batch_delay_ms),
+                "SERVING_RESPONSE_FORMAT": spec.response_format,
+                "TMPDIR": str(workdir / "tmp"),
+            },
+        )
+        try:
+            with open(log_path, "ab") as log:
+                process = subprocess.Popen(
+                    command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    cwd=workdir,
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise DeployError(f"cannot start the serving process: {exc}") from None
+        _children[process.pid] = process
         return {
             "name": spec.name,
             "environment": spec.environment,
@@ -133,6 +245,7 @@ class ProcessRuntime:
             "pid": process.pid,
             "port": port,
             "log": str(log_path),
+            "dir": str(workdir),
             "started_at": time.time(),
         }
 
@@ -143,7 +256,8 @@ class ProcessRuntime:
             if not _alive(record["pid"]):
                 raise DeployError(
                     f"serving process for {record['name']} v{record['model_version']} exited "
-                    f"before it was ready; last log lines:\n{_tail(record['log'])}"
+                    f"({_exit_description(record['pid'])}) before it was ready; "
+                    f"last log lines of {record['log']}:\n{_tail(record['log'])}"
                 )
             with contextlib.suppress(requests.RequestException):
                 if requests.get(url, timeout=2).status_code == 200:
@@ -151,7 +265,7 @@ class ProcessRuntime:
             time.sleep(0.1)
         raise DeployError(
             f"{record['name']} v{record['model_version']} was not ready within {timeout:.0f} s; "
-            f"last log lines:\n{_tail(record['log'])}"
+            f"last log lines of {record['log']}:\n{_tail(record['log'])}"
         )
 
     def _status(self, record: dict) -> DeploymentStatus:
@@ -173,28 +287,45 @@ class ProcessRuntime:
         )
 
     def _stop(self, record: dict) -> None:
+        """Stop the process (SIGTERM: it drains in-flight requests; SIGKILL after the grace)
+        and remove its copy of the model."""
         pid = record["pid"]
-        if not _running(record):
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)  # the server drains in-flight requests
-        deadline = time.monotonic() + _STOP_GRACE_SECONDS
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.05)
-        if _alive(pid):
+        if _running(record):
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+                os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + _STOP_GRACE_SECONDS
+            while time.monotonic() < deadline and _alive(pid):
+                time.sleep(0.05)
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+                while _alive(pid) and time.monotonic() < deadline + 5:
+                    time.sleep(0.05)
+        _children.pop(pid, None)
+        workdir = record.get("dir")
+        if workdir and Path(workdir).resolve().is_relative_to(self.root.resolve()):
+            shutil.rmtree(workdir, ignore_errors=True)
 
     def _path(self, name: str) -> Path:
         return self.root / f"{name}.json"
 
     def _read(self, name: str) -> dict | None:
+        path = self._path(name)
         try:
-            return json.loads(self._path(name).read_text())
+            record = json.loads(path.read_text())
         except FileNotFoundError:
             return None
-        except json.JSONDecodeError as exc:
-            raise DeployError(f"corrupt state file {self._path(name)}: {exc}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DeployError(
+                f"corrupt state file {path}: {exc}; `ztml delete {name}` removes it"
+            ) from None
+        missing = [k for k in _RECORD_KEYS if k not in record] if isinstance(record, dict) else []
+        if not isinstance(record, dict) or missing:
+            raise DeployError(
+                f"corrupt state file {path}: missing {', '.join(missing) or 'everything'}; "
+                f"`ztml delete {name}` removes it"
+            )
+        return record
 
     def _write(self, name: str, record: dict) -> None:
         self._write_json(self._path(name), record)
@@ -204,6 +335,15 @@ class ProcessRuntime:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(record, indent=2))
         tmp.replace(path)
+
+    def _remove_stale_copies(self, name: str, keep: str | None) -> None:
+        """Model copies that no process uses any more (left when the caller was killed
+        mid-download) go before the next one is made; called under the deployment's lock."""
+        kept = Path(keep).resolve() if keep else None
+        with contextlib.suppress(FileNotFoundError):
+            for path in self._deployment_dir(name).iterdir():
+                if path.resolve() != kept:
+                    shutil.rmtree(path, ignore_errors=True)
 
     def _candidate_path(self, name: str) -> Path:
         return self.root / f".{name}.candidate"
@@ -221,6 +361,33 @@ class ProcessRuntime:
         path.unlink(missing_ok=True)
 
 
+_RECORD_KEYS = (
+    "name",
+    "environment",
+    "model_name",
+    "model_version",
+    "model_uri",
+    "fingerprint",
+    "pid",
+    "port",
+    "log",
+    "started_at",
+)
+
+
+def _unknown(name: str, runtime: str, detail: str) -> DeploymentStatus:
+    return DeploymentStatus(
+        name=name,
+        runtime=runtime,
+        state="unknown",
+        environment="",
+        model_name="",
+        model_version="",
+        model_uri="",
+        detail=detail,
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -229,6 +396,9 @@ def _free_port() -> int:
 
 def _alive(pid: int) -> bool:
     """True while `pid` runs (reaping it first if it is our own exited child)."""
+    child = _children.get(pid)
+    if child is not None:
+        return child.poll() is None
     with contextlib.suppress(ChildProcessError, OSError):
         if os.waitpid(pid, os.WNOHANG)[0] == pid:
             return False
@@ -242,6 +412,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _exit_description(pid: int) -> str:
+    child = _children.get(pid)
+    code = child.poll() if child is not None else None
+    if code is None:
+        return "exit code unknown"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
 def _running(record: dict) -> bool:
     """Alive and still our server (a recycled PID runs something else)."""
     if not _alive(record["pid"]):
@@ -250,11 +431,23 @@ def _running(record: dict) -> bool:
         cmdline = Path(f"/proc/{record['pid']}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"serving" in cmdline and str(record["port"]).encode() in cmdline
+    port = str(record["port"]).encode()
+    # `--port=N` (and `--port N` from state files written by earlier versions)
+    return b"serving" in cmdline and (b"--port=" + port in cmdline or port in cmdline)
 
 
-def _tail(path: str, lines: int = 15) -> str:
+def _tail(path: str, lines: int = _TAIL_LINES, limit: int = _TAIL_CHARS) -> str:
+    """The last `lines` lines of the log (at most `limit` characters, the end kept), or a
+    sentence saying why there are none: never an empty string."""
     try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(size - 64 * 1024, 0))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError as exc:
+        return f"(the log {path} cannot be read: {exc.strerror or exc})"
+    tail = "\n".join(line for line in text.splitlines()[-lines:])
+    if not tail.strip():
+        return f"(the process wrote nothing to {path})"
+    return tail if len(tail) <= limit else "..." + tail[-limit:]

@@ -105,6 +105,8 @@ def test_container_is_locked_down_and_predicts(images, runtime) -> None:
     assert host["NanoCpus"] == 10**9
     assert host["PidsLimit"] > 0
     assert "/tmp" in host["Tmpfs"]
+    # restarts on a crash once verified (a candidate that fails to start is not restarted)
+    assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
     bindings = host["PortBindings"]["8080/tcp"]
     assert all(b["HostIp"] == "127.0.0.1" for b in bindings)
     assert container.attrs["Config"]["User"] == "10001:10001"
@@ -291,3 +293,136 @@ def test_pipeline_builds_scans_and_deploys_by_digest(images, runtime, ztml_env) 
         assert runtime.get(f"{NAME}-prod") is None
     finally:
         remove_test_containers()
+
+
+# A stand-in for a model server that cannot start: it says why on stdout and stderr and exits 3,
+# or (MODE=oom) is killed by the kernel for its memory before it can write anything. Built from
+# the CI base image in seconds (no pip install), so the start-failure paths run on every engine.
+_START_FAILURE = """import os, sys
+if os.environ.get("MODE") == "oom":
+    blocks = [bytearray(64 * 2**20) for _ in range(16)]
+print("loading model from /opt/model", flush=True)
+sys.stderr.write("ModuleNotFoundError: No module named 'skops'\\n")
+sys.exit(3)
+"""
+
+
+@pytest.fixture(scope="module")
+def failing_image() -> str:
+    import io
+    import json
+
+    import docker
+
+    env = docker_env()
+    dockerfile = (
+        f"FROM {env.base_image}\nENTRYPOINT {json.dumps(['python', '-c', _START_FAILURE])}\n"
+    )
+    image, _ = docker.from_env(timeout=120).images.build(
+        fileobj=io.BytesIO(dockerfile.encode()), tag="ztml-test/start-failure:1", rm=True
+    )
+    return image.id
+
+
+def _failing_spec(image: str, **overrides) -> DeploymentSpec:
+    fields = {
+        "name": f"{DEPLOYMENT_PREFIX}fails",
+        "environment": "local",
+        "model_name": "fails",
+        "model_version": "1",
+        "model_uri": "models:/fails/1",
+        "image": image,
+        "ready_timeout_seconds": 60,
+        **overrides,
+    }
+    return DeploymentSpec(**fields)
+
+
+def test_a_container_that_fails_to_start_shows_its_exit_code_and_both_streams(
+    failing_image, tmp_path: Path
+) -> None:
+    runtime = DockerRuntime(tmp_path / "docker", stop_grace_seconds=2)
+    remove_test_containers()
+    started = time.monotonic()
+    with pytest.raises(DeployError) as failure:
+        runtime.deploy(_failing_spec(failing_image), _check)
+    message = str(failure.value)
+    assert "exited before it was ready (exit code 3);" in message
+    assert "last log lines (stdout and stderr):" in message
+    assert "loading model from /opt/model" in message  # stdout
+    assert "ModuleNotFoundError: No module named 'skops'" in message  # stderr
+    assert "restart" not in message  # reported at its first exit, not after every retry
+    assert time.monotonic() - started < 30
+    assert runtime.get(f"{DEPLOYMENT_PREFIX}fails") is None  # the candidate is gone
+
+
+def test_a_container_killed_for_memory_says_so(failing_image, tmp_path: Path) -> None:
+    runtime = DockerRuntime(tmp_path / "docker", stop_grace_seconds=2)
+    remove_test_containers()
+    spec = _failing_spec(failing_image, memory="64Mi", env={"MODE": "oom"})
+    with pytest.raises(DeployError) as failure:
+        runtime.deploy(spec, _check)
+    message = str(failure.value)
+    assert "(exit code 137, killed for exceeding its memory limit of 64Mi" in message
+    assert "inference.resources.memory" in message
+    assert message.endswith("it wrote nothing to stdout or stderr")
+
+
+@pytest.mark.slow
+def test_the_serving_image_s_own_error_is_shown_readably(images, runtime) -> None:
+    # The real server, pointed at a model path that does not exist: its JSON log lines come
+    # back as `level logger: message`, the error among them, not a screen of escaped JSON.
+    spec = _spec(images, "v1", env={"SERVING_MODEL_URI": "/opt/no-model"})
+    with pytest.raises(DeployError) as failure:
+        runtime.deploy(spec, _check)
+    message = str(failure.value)
+    assert "exited before it was ready (exit code 1);" in message
+    assert "error serving.app: cannot serve the model" in message
+    assert "/opt/no-model" in message
+    assert '{"ts"' not in message
+
+
+def test_pipeline_and_plan_reject_unsatisfiable_requirements_before_any_build(
+    images, runtime, ztml_env
+) -> None:
+    import yaml
+
+    from mlflow_ztml.config import load_settings
+    from mlflow_ztml.pipeline import DeployOptions, Pipeline
+    from tests.models import GOOD_METRICS, SKLEARN_REQUIREMENTS, register_sklearn
+
+    build = images.settings().build
+    config = {
+        "build": {"base_image": build.base_image, "registry": build.registry},
+        "environments": {"local": {"runtime": "docker"}},
+    }
+    Path("ztml.yaml").write_text(yaml.safe_dump(config))  # ztml_env chdir'ed to a tmp dir
+    version = register_sklearn(
+        ztml_env.url,
+        "docker-cpu-label",
+        metrics=GOOD_METRICS,
+        requirements=[*SKLEARN_REQUIREMENTS, "torch==2.13.0+cpu"],
+    )
+    uri = f"models:/docker-cpu-label/{version}"
+    fix = (
+        "requirement torch==2.13.0+cpu has a local version label (+cpu) that the configured "
+        "index (PyPI) does not serve: add an index that has it to build.pip_extra_index_url "
+        "(ztml.yaml), or log the model with pip_requirements=['torch==2.13.0']"
+    )
+    pipeline = Pipeline(load_settings())
+    options = DeployOptions(name=f"{DEPLOYMENT_PREFIX}cpu-label")
+
+    planned = pipeline.plan(uri, "local", options)
+    assert not planned.decision.allow and fix in planned.decision.deny
+
+    outcome = pipeline.run(uri, "local", options)
+    assert outcome.status == "rejected", outcome.error
+    assert fix in outcome.decision.deny
+    assert "build" not in outcome.stage_seconds  # found at the gate, not minutes into a build
+    tags = mlflow.MlflowClient(ztml_env.url).get_model_version("docker-cpu-label", version).tags
+    assert tags["ztml.local.status"] == "rejected"
+    assert "torch==2.13.0+cpu" in tags["ztml.local.violations"]
+    artifacts = {
+        a.path for a in mlflow.MlflowClient(ztml_env.url).list_artifacts(outcome.audit_run_id)
+    }
+    assert "requirements.json" in artifacts
