@@ -2,6 +2,13 @@
 
 Exit codes: 0 success / allowed, 1 a policy denied, 2 usage, configuration or infrastructure
 errors (MLflow unreachable, unreadable manifest, ...), each with a message saying what to fix.
+
+Output rules: an expected error is one line on stderr (`error: ...`), or, under
+`--format json`, one JSON object on stdout (`{"error": ..., "error_type": ..., "exit_code":
+...}`) with the same exit code; every line printed is redacted (`mlflow_ztml.redact`); log
+lines go through a redacting handler (`mlflow_ztml.logs`); MLflow's deprecation warnings and
+log chatter are hidden. Without MLFLOW_TRACKING_URI (or mlflow.tracking_uri), ztml says which
+local store it uses, or refuses when there is none (`mlflow_ztml.store`).
 """
 
 from __future__ import annotations
@@ -13,34 +20,85 @@ from typing import Any, NoReturn
 
 import click
 
-from mlflow_ztml import __version__
+from mlflow_ztml import __version__, logs, store
 from mlflow_ztml.config import Settings, load_settings
 from mlflow_ztml.errors import ZtmlError
+from mlflow_ztml.redact import clip, redact, redact_data
 
 EXIT_DENIED = 1
 EXIT_ERROR = 2
+_FORMAT_KEY = "ztml.format"
 
 
-def _fail(error: ZtmlError | str) -> NoReturn:
-    click.echo(f"error: {error}", err=True)
-    sys.exit(EXIT_ERROR)
+def _echo(message: str = "", err: bool = False, nl: bool = True) -> None:
+    """click.echo, redacted: nothing the CLI prints carries a credential."""
+    click.echo(redact(message), err=err, nl=nl)
 
 
-def _settings() -> Settings:
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(redact_data(data), indent=2))
+
+
+def _json_requested() -> bool:
+    """Whether the running command was given `--format json` (errors are then JSON too)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return False
+    return ctx.params.get("fmt") == "json" or ctx.meta.get(_FORMAT_KEY) == "json"
+
+
+def _fail(error: Exception | str, code: int = EXIT_ERROR) -> NoReturn:
+    """Report an expected error (one line on stderr, or JSON on stdout) and exit with `code`."""
+    text = error.format_message() if isinstance(error, click.ClickException) else str(error)
+    message = redact(text)
+    if _json_requested():
+        kind = type(error).__name__ if isinstance(error, Exception) else "Error"
+        click.echo(json.dumps({"error": message, "error_type": kind, "exit_code": code}, indent=2))
+    else:
+        click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _settings(need_registry: bool = True) -> Settings:
+    """Settings with the MLflow store resolved (`store.use`): said on stderr when it is the
+    implicit local default, an error when a command needs a registry and there is none."""
     try:
-        return load_settings()
+        settings = load_settings()
+        notice = store.use(settings, need_registry).notice_once()
     except ZtmlError as exc:
         _fail(exc)
+    if notice:
+        click.echo(notice, err=True)
+    return settings
+
+
+def _format_in(args: list[str]) -> str | None:
+    for index, arg in enumerate(args):
+        if arg == "--format" and index + 1 < len(args):
+            return args[index + 1]
+        if arg.startswith("--format="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 class _ZtmlGroup(click.Group):
-    """Turns any ZtmlError escaping a command into `error: ...` and exit code 2."""
+    """Turns any ZtmlError escaping a command into `error: ...` and exit code 2, and, under
+    `--format json`, usage errors into JSON too (click would print usage text)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # the subcommand's own context is gone when its error reaches invoke(): remember here
+        ctx.meta[_FORMAT_KEY] = _format_in(args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ZtmlError as exc:
             _fail(exc)
+        except click.ClickException as exc:
+            if ctx.meta.get(_FORMAT_KEY) != "json":
+                raise
+            _fail(exc, exc.exit_code)
 
 
 @click.group(cls=_ZtmlGroup)
@@ -50,11 +108,16 @@ def main() -> None:
 
     Reads a model version's evidence from MLflow, gates it with Rego policies and (with the
     deploy commands) runs it as a verified inference service. Configuration: ztml.yaml
-    (ZTML_CONFIG) and ZTML_* environment variables; MLflow from MLFLOW_TRACKING_URI.
+    (ZTML_CONFIG) and ZTML_* environment variables; MLflow from MLFLOW_TRACKING_URI (unset:
+    ./mlflow.db when it exists, said on stderr). Errors: one `error:` line, or JSON on stdout
+    with --format json.
     """
+    logs.configure("WARNING")
 
 
-def _load_manifest(settings: Settings, model_uri: str | None, manifest_file: Path | None, env: str):
+def _load_manifest(
+    settings: Settings | None, model_uri: str | None, manifest_file: Path | None, env: str
+):
     from mlflow_ztml import evidence, manifest
     from mlflow_ztml.registry import Registry
 
@@ -62,11 +125,20 @@ def _load_manifest(settings: Settings, model_uri: str | None, manifest_file: Pat
         raise click.UsageError("give exactly one of MODEL_URI or -f/--manifest FILE")
     if manifest_file is not None:
         return manifest.load(manifest_file)
+    assert settings is not None
     return evidence.build(Registry(settings), settings, model_uri, env)
 
 
 @main.command("manifest")
-@click.argument("model_uri")
+@click.argument("model_uri", required=False)
+@click.option(
+    "-f",
+    "--manifest",
+    "manifest_file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Convert a hand-written ModelDeployment file (published or canonical form) instead.",
+)
 @click.option("--env", "env", default=None, help="Target environment (default: local).")
 @click.option(
     "-o",
@@ -75,19 +147,23 @@ def _load_manifest(settings: Settings, model_uri: str | None, manifest_file: Pat
     default=None,
     help="Write the manifest here instead of stdout.",
 )
-def manifest_command(model_uri: str, env: str | None, output: Path | None) -> None:
-    """Print the ModelDeployment manifest built from MLflow for MODEL_URI.
+def manifest_command(
+    model_uri: str | None, manifest_file: Path | None, env: str | None, output: Path | None
+) -> None:
+    """Print the canonical ModelDeployment manifest for MODEL_URI or a file.
 
-    MODEL_URI is models:/NAME/VERSION or models:/NAME@ALIAS.
+    MODEL_URI is models:/NAME/VERSION or models:/NAME@ALIAS: the manifest is built from MLflow.
+    With -f FILE, a document in the published mlifecycle.io/v1 form (or ztml's) is validated
+    and written in the canonical form the gate judges.
     """
-    settings = _settings()
-    env = env or settings.default_environment
-    document = _load_manifest(settings, model_uri, None, env).to_yaml()
+    settings = _settings() if manifest_file is None else None
+    env = env or (settings.default_environment if settings else "local")
+    document = _load_manifest(settings, model_uri, manifest_file, env).to_yaml()
     if output is None:
-        click.echo(document, nl=False)
+        _echo(document, nl=False)
     else:
         output.write_text(document, encoding="utf-8")
-        click.echo(f"wrote {output}", err=True)
+        _echo(f"wrote {output}", err=True)
 
 
 @main.command("gate")
@@ -117,31 +193,39 @@ def gate_command(
 ) -> None:
     """Judge a model version (or a manifest) with the governance policy.
 
+    The policy also judges whether the environment's runtime can install and load the model
+    (its requirements on the build's package indexes, the packages its flavor loads with).
     Exit 0 when allowed, 1 when denied, 2 when the gate could not run.
     """
-    from mlflow_ztml import evidence, gate
+    from mlflow_ztml import evidence, gate, requirements
     from mlflow_ztml.policy.engine import make_engine
     from mlflow_ztml.registry import Registry
 
-    settings = _settings()
+    settings = _settings(need_registry=model_uri is not None)
     env = env or settings.default_environment
     settings.environment(env)
     if baseline is not None and model_uri is not None:
         document = evidence.build(Registry(settings), settings, model_uri, env, baseline)
     else:
         document = _load_manifest(settings, model_uri, manifest_file, env)
-    decision = gate.evaluate(document, env, make_engine(settings))
+    runtime = document.spec.inference.runtime or settings.environment(env).runtime
+    if model_uri is not None:  # can that runtime install and load the model?
+        uri = document.spec.model.uri
+        report = requirements.for_model(Registry(settings), settings, uri, runtime)
+    else:
+        report = requirements.for_manifest(document, settings, runtime)
+    decision = gate.evaluate(document, env, make_engine(settings), report)
     subject = model_uri or str(manifest_file)
     if fmt == "json":
         payload = {"subject": subject, "environment": env, **decision.model_dump()}
-        click.echo(json.dumps(payload, indent=2))
+        _echo_json(payload)
     else:
         verdict = "ALLOW" if decision.allow else "DENY"
-        click.echo(f"{verdict} {subject} for {env} (engine: {decision.engine})")
+        _echo(f"{verdict} {subject} for {env} (engine: {decision.engine})")
         for message in decision.deny:
-            click.echo(f"  deny: {message}")
+            _echo(f"  deny: {message}")
         for message in decision.warn:
-            click.echo(f"  warn: {message}")
+            _echo(f"  warn: {message}")
     if decision.error is not None:
         sys.exit(EXIT_ERROR)
     sys.exit(0 if decision.allow else EXIT_DENIED)
@@ -153,39 +237,75 @@ def policy_group() -> None:
 
 
 @policy_group.command("test")
-@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
-def policy_test_command(directory: Path | None) -> None:
-    """Run the Rego tests (test_* rules in *_test.rego) in DIRECTORY (default: shipped policies)."""
-    from mlflow_ztml.policy.testing import run_policy_tests
+@click.argument(
+    "directories", nargs=-1, type=click.Path(file_okay=False, path_type=Path), metavar="[DIR]..."
+)
+@click.option(
+    "--engine",
+    "engine",
+    type=click.Choice(["auto", "regorus", "opa", "both"]),
+    default="auto",
+    show_default=True,
+    help="Engines to run the tests under: auto = regorus (ztml's default) and, when "
+    "installed, OPA's own engine; both = require OPA's engine.",
+)
+def policy_test_command(directories: tuple[Path, ...], engine: str) -> None:
+    """Run the Rego tests (test_* rules in *_test.rego) of each DIR (default: ztml's policies).
 
-    results = run_policy_tests(directory)
-    if not results:
-        _fail(f"no Rego tests found in {directory or 'the shipped policies'}")
-    failed = 0
-    for result in results:
-        status = "PASS" if result.passed else "FAIL"
-        line = f"{status} data.{result.package}.{result.name}"
-        if result.error:
-            line += f": {result.error}"
-        click.echo(line)
-        failed += not result.passed
-    click.echo(f"{len(results) - failed} passed, {failed} failed")
+    With OPA's engine installed every test runs under regorus and OPA; a test the engines
+    answer differently fails as a disagreement showing each engine's result.
+    Exit 0 when every test passed under every engine, 1 on a failure or disagreement,
+    2 when the tests could not run (no tests, unreadable directory, engine missing).
+    """
+    from mlflow_ztml.policy.testing import run_policy_tests, select_engines
+
+    engines = select_engines(engine)
+    failed = total = 0
+    for directory in directories or (None,):
+        results = run_policy_tests(directory, engines=engines)
+        if len(directories) > 1:
+            _echo(f"# {directory}")
+        for result in results:
+            status = "PASS" if result.passed else "DISAGREE" if result.disagreement else "FAIL"
+            line = f"{status} data.{result.package}.{result.name}"
+            if result.error:
+                line += f": {result.error}"
+            _echo(line)
+        total += len(results)
+        failed += sum(not result.passed for result in results)
+    disagreed = "" if len(engines) == 1 else " (engines: " + ", ".join(engines) + ")"
+    _echo(f"{total - failed} passed, {failed} failed{disagreed}")
     sys.exit(1 if failed else 0)
 
 
 def _progress(stage: str) -> None:
-    click.echo(f"  ... {stage}", err=True)
+    _echo(f"  ... {stage}", err=True)
 
 
 def _deploy_options(name: str | None, runtime: str | None, **values: Any):
+    """DeployOptions from the command line; a value out of range is a usage error (exit 2)."""
+    from pydantic import ValidationError
+
     from mlflow_ztml.pipeline import DeployOptions
 
-    return DeployOptions(
-        name=name, runtime=runtime, **{k: v for k, v in values.items() if v is not None}
-    )
+    try:
+        return DeployOptions(
+            name=name, runtime=runtime, **{k: v for k, v in values.items() if v is not None}
+        )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in exc.errors()
+        )
+        raise click.UsageError(problems) from None
 
 
-_option_name = click.option("--name", default=None, help="Deployment name (default: MODEL-ENV).")
+_option_name = click.option(
+    "--name",
+    default=None,
+    help="Deployment name: 1-53 of a-z, 0-9, '-' (default: MODEL-ENV). A name that another "
+    "model's deployment uses is refused.",
+)
 _option_env = click.option(
     "--env", "env", default=None, help="Target environment (default: local)."
 )
@@ -205,6 +325,12 @@ _option_runtime = click.option(
 @click.option("--replicas", type=int, default=None)
 @click.option("--port", type=int, default=None, help="Fixed local port (process runtime).")
 @click.option("--ready-timeout", "ready_timeout_seconds", type=float, default=None)
+@click.option(
+    "--response-format",
+    type=click.Choice(["ztml", "mlifecycle"]),
+    default=None,
+    help="/predict answers: ztml (default) or the published mlifecycle contract.",
+)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 def deploy_command(
     model_uri: str,
@@ -214,6 +340,7 @@ def deploy_command(
     replicas: int | None,
     port: int | None,
     ready_timeout_seconds: float | None,
+    response_format: str | None,
     fmt: str,
 ) -> None:
     """Gate, deploy and verify MODEL_URI in ENV; write the outcome back to MLflow.
@@ -227,13 +354,18 @@ def deploy_command(
     settings = _settings()
     env = env or settings.default_environment
     options = _deploy_options(
-        name, runtime, replicas=replicas, port=port, ready_timeout_seconds=ready_timeout_seconds
+        name,
+        runtime,
+        replicas=replicas,
+        port=port,
+        ready_timeout_seconds=ready_timeout_seconds,
+        response_format=response_format,
     )
     notifier = Notifier(settings)
     outcome = Pipeline(settings, progress=_progress, notifier=notifier).run(model_uri, env, options)
     notifier.flush(notifier.flush_timeout(env))
     if fmt == "json":
-        click.echo(outcome.model_dump_json(indent=2, exclude={"manifest"}))
+        _echo_json(outcome.model_dump(mode="json", exclude={"manifest"}))
     else:
         _print_outcome(outcome)
     if outcome.status == "rejected":
@@ -244,25 +376,23 @@ def deploy_command(
 
 def _print_outcome(outcome: Any) -> None:
     head = f"{outcome.status.upper()} {outcome.model_name} v{outcome.model_version}"
-    click.echo(
-        f"{head} -> {outcome.environment} ({outcome.runtime}, deployment {outcome.deployment})"
-    )
+    _echo(f"{head} -> {outcome.environment} ({outcome.runtime}, deployment {outcome.deployment})")
     if outcome.decision is not None:
         for message in outcome.decision.deny:
-            click.echo(f"  deny: {message}")
+            _echo(f"  deny: {message}")
     for message in outcome.warnings:
-        click.echo(f"  warn: {message}")
+        _echo(f"  warn: {message}")
     if outcome.error:
-        click.echo(f"  error: {outcome.error}")
+        _echo(f"  error: {outcome.error}")
     if outcome.status == "rolled_back" and outcome.previous_version:
-        click.echo(f"  v{outcome.previous_version} keeps serving")
+        _echo(f"  v{outcome.previous_version} keeps serving")
     if outcome.endpoint:
-        click.echo(f"  endpoint: {outcome.endpoint}")
+        _echo(f"  endpoint: {outcome.endpoint}")
     if outcome.stage_seconds:
         timings = ", ".join(f"{k} {v:.2f}s" for k, v in outcome.stage_seconds.items())
-        click.echo(f"  stages: {timings}")
+        _echo(f"  stages: {timings}")
     if outcome.audit_run_id:
-        click.echo(f"  audit run: {outcome.audit_run_id}")
+        _echo(f"  audit run: {outcome.audit_run_id}")
 
 
 @main.command("plan")
@@ -286,22 +416,22 @@ def plan_command(
     env = env or settings.default_environment
     outcome = Pipeline(settings).plan(model_uri, env, _deploy_options(name, runtime))
     if fmt == "json":
-        click.echo(outcome.model_dump_json(indent=2))
+        _echo_json(outcome.model_dump(mode="json"))
     else:
         decision = outcome.decision
         verdict = "would deploy" if decision and decision.allow else "would be REJECTED"
-        click.echo(f"{outcome.model_name} v{outcome.model_version} -> {env}: {verdict}")
-        click.echo(f"  deployment: {outcome.deployment} (runtime {outcome.runtime})")
+        _echo(f"{outcome.model_name} v{outcome.model_version} -> {env}: {verdict}")
+        _echo(f"  deployment: {outcome.deployment} (runtime {outcome.runtime})")
         if outcome.previous_version:
-            click.echo(f"  replaces: v{outcome.previous_version}")
+            _echo(f"  replaces: v{outcome.previous_version}")
         if outcome.stages_skipped:
-            click.echo(f"  skipped stages: {', '.join(outcome.stages_skipped)} (no image needed)")
+            _echo(f"  skipped stages: {', '.join(outcome.stages_skipped)} (no image needed)")
         for message in decision.deny if decision else []:
-            click.echo(f"  deny: {message}")
+            _echo(f"  deny: {message}")
         for message in [*(decision.warn if decision else []), *outcome.warnings]:
-            click.echo(f"  warn: {message}")
-        click.echo("manifest:")
-        click.echo(yaml.safe_dump(outcome.manifest, sort_keys=False))
+            _echo(f"  warn: {message}")
+        _echo("manifest:")
+        _echo(yaml.safe_dump(outcome.manifest, sort_keys=False))
     sys.exit(0 if outcome.decision and outcome.decision.allow else EXIT_DENIED)
 
 
@@ -311,31 +441,35 @@ def plan_command(
 @_option_runtime
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 def status_command(name: str | None, env: str | None, runtime: str | None, fmt: str) -> None:
-    """List deployments (or show NAME) as the runtime reports them."""
+    """List deployments (or show NAME) as the runtime reports them.
+
+    With --env, only that environment's deployments. A deployment found dead is marked
+    `failed` in MLflow (best effort); one whose state file is unreadable shows as `unknown`.
+    """
     from mlflow_ztml.pipeline import DeployOptions, Pipeline
 
     settings = _settings()
-    env = env or settings.default_environment
-    target = Pipeline(settings).runtime_for(env, DeployOptions(runtime=runtime))
-    if name:
-        status = target.get(name)
-        if status is None:
-            _fail(f"no deployment named {name!r} in the {target.name} runtime")
-        statuses = [status]
-    else:
-        statuses = target.list()
+    pipeline = Pipeline(settings)
+    statuses = pipeline.statuses(env, runtime, name)
+    if name and not statuses:
+        target = pipeline.runtime_for(
+            env or settings.default_environment, DeployOptions(runtime=runtime)
+        )
+        where = f" in {env}" if env else ""
+        _fail(f"no deployment named {name!r}{where} in the {target.name} runtime")
     if fmt == "json":
-        click.echo(json.dumps([s.model_dump() for s in statuses], indent=2))
+        _echo_json([s.model_dump() for s in statuses])
         return
     if not statuses:
-        click.echo(f"no deployments in the {target.name} runtime")
+        where = f" of {env}" if env else ""
+        _echo(f"no deployments{where}")
     for status in statuses:
-        click.echo(
+        _echo(
             f"{status.name:<30} {status.state:<8} {status.model_name} v{status.model_version} "
             f"[{status.environment}] {status.endpoint or ''}"
         )
         if status.detail:
-            click.echo(f"  {status.detail}")
+            _echo(f"  {status.detail}")
 
 
 @main.command("delete")
@@ -348,7 +482,7 @@ def delete_command(name: str, env: str | None, runtime: str | None) -> None:
 
     settings = _settings()
     Pipeline(settings).delete(name, env or settings.default_environment, runtime)
-    click.echo(f"deleted {name}")
+    _echo(f"deleted {name}")
 
 
 @main.group("notify")
@@ -365,7 +499,7 @@ def notify_test_command(env: str | None) -> None:
     """
     from mlflow_ztml.notify import DeploymentEvent, Notifier, event_links
 
-    settings = _settings()
+    settings = _settings(need_registry=False)
     env = env or settings.default_environment
     notifier = Notifier(settings)
     if not notifier.targets(env):
@@ -378,7 +512,7 @@ def notify_test_command(env: str | None) -> None:
     event_links(settings, event, None)
     failed = 0
     for label, delivered, problem in notifier.send_now(event):
-        click.echo(f"{'OK  ' if delivered else 'FAIL'} {label}: {problem}")
+        _echo(f"{'OK  ' if delivered else 'FAIL'} {label}: {problem}")
         failed += not delivered
     sys.exit(1 if failed else 0)
 
@@ -401,22 +535,19 @@ def controller_command(host: str, port: int, log_level: str) -> None:
     ZTML_WEBHOOK_SECRET (ZTML_WEBHOOK_PREVIOUS_SECRET is accepted too, during rotation).
     Endpoints: POST /webhooks/mlflow, /healthz, /readyz, /metrics, /status.
     """
-    import logging
-
     import uvicorn
 
     from mlflow_ztml.controller.app import create_app
     from mlflow_ztml.controller.manager import Controller
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(log_level.upper(), logs.LOG_FORMAT)
     controller = Controller(_settings())
     uvicorn.run(
         create_app(controller),
         host=host,
         port=port,
         log_level="warning" if log_level == "info" else log_level,
+        log_config=None,  # uvicorn's loggers propagate to ztml's redacting handler
         access_log=False,
     )
 
@@ -456,8 +587,8 @@ def webhook_register_command(url: str, name: str | None) -> None:
         name or settings.controller.webhook_name,
     )
     verb = "created" if result.created else "updated"
-    click.echo(f"{verb} webhook {result.name} ({result.webhook_id}) -> {result.url}")
-    click.echo(f"  events: {', '.join(result.events)}")
+    _echo(f"{verb} webhook {result.name} ({result.webhook_id}) -> {result.url}")
+    _echo(f"  events: {', '.join(result.events)}")
 
 
 @webhook_group.command("test")
@@ -480,11 +611,11 @@ def webhook_test_command(name: str | None, event: str | None) -> None:
         Registry(settings).client, name or settings.controller.webhook_name, event
     )
     verdict = "OK" if result.success else "FAILED"
-    click.echo(f"{verdict} {result.event} -> {result.url} (HTTP {result.status or '-'})")
+    _echo(f"{verdict} {result.event} -> {result.url} (HTTP {result.status or '-'})")
     if result.body:
-        click.echo(f"  response: {result.body[:500]}")
+        _echo(f"  response: {clip(result.body, 500)}")
     if result.error:
-        click.echo(f"  error: {result.error}")
+        _echo(f"  error: {result.error}")
     if not result.success:
         sys.exit(EXIT_ERROR)
 

@@ -30,6 +30,7 @@ from pydantic_settings import (
 )
 
 from mlflow_ztml.errors import ConfigError
+from mlflow_ztml.manifest import Monitoring
 
 BUILTIN_ENVIRONMENTS = ("local", "staging", "production")
 RuntimeName = Literal["process", "docker", "kubernetes"]
@@ -70,6 +71,11 @@ class EnvironmentConfig(BaseModel):
     inference: InferenceDefaults = Field(default_factory=InferenceDefaults)
     notifications: list[NotificationTarget] = Field(default_factory=list)
     kubernetes: KubernetesConfig | None = None
+    # How deployments here are watched, in the manifest's own shape (spec.monitoring); evidence
+    # copies it into every manifest for this environment. `enabled`, unless set, is true (the
+    # serving runtime always exports Prometheus metrics); `alerting`, unless declared, lists
+    # the kinds of `notifications` as channels.
+    monitoring: Monitoring = Field(default_factory=Monitoring)
 
 
 class PolicyConfig(BaseModel):
@@ -114,6 +120,9 @@ class EvidenceMapping(BaseModel):
     )
     fairness_prefixes: list[str] = Field(default_factory=lambda: ["fairness.", "fairness_"])
     drift_prefixes: list[str] = Field(default_factory=lambda: ["drift.", "drift_"])
+    # Datasets logged with one of these `mlflow.log_input` contexts are training data: the
+    # largest one's row count (its profile's num_rows) is `spec.training.samples`.
+    training_contexts: list[str] = Field(default_factory=lambda: ["training", "train"])
     fairness_aliases: dict[str, str] = Field(
         default_factory=lambda: {
             "demographic_parity": "demographic_parity_difference",
@@ -139,6 +148,78 @@ class MlflowConfig(BaseModel):
     )
 
 
+class FlavorPackage(BaseModel):
+    """A package a model flavor loads with: MLflow writes the flavor (and its config) to MLmodel.
+
+    The rule applies when the model has `flavor` and every `when` key of that flavor's MLmodel
+    config fully matches its regular expression (e.g. sklearn `serialization_format: skops`).
+    `package` is the distribution pip installs (any of `alternatives` counts as well, e.g.
+    `tensorflow-cpu`); `module` is what the `process` runtime must be able to import.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    flavor: str
+    package: str
+    module: str
+    when: dict[str, str] = Field(default_factory=dict)
+    alternatives: list[str] = Field(default_factory=list)
+
+
+def _default_flavor_packages() -> list[FlavorPackage]:
+    rows: list[tuple[str, str, str, dict[str, str], list[str]]] = [
+        ("sklearn", "scikit-learn", "sklearn", {}, []),
+        ("sklearn", "skops", "skops", {"serialization_format": "skops"}, []),
+        ("sklearn", "cloudpickle", "cloudpickle", {"serialization_format": "cloudpickle"}, []),
+        ("pytorch", "torch", "torch", {}, []),
+        (
+            "python_function",
+            "cloudpickle",
+            "cloudpickle",
+            {"pickle_module_name": r"mlflow\.pytorch\.pickle_module"},
+            [],
+        ),
+        ("python_function", "cloudpickle", "cloudpickle", {"python_model": r".*\.pkl"}, []),
+        ("xgboost", "xgboost", "xgboost", {}, ["xgboost-cpu"]),
+        ("lightgbm", "lightgbm", "lightgbm", {}, []),
+        ("catboost", "catboost", "catboost", {}, []),
+        ("tensorflow", "tensorflow", "tensorflow", {}, ["tensorflow-cpu", "tf-nightly"]),
+        ("keras", "keras", "keras", {}, []),
+        ("onnx", "onnx", "onnx", {}, []),
+        ("onnx", "onnxruntime", "onnxruntime", {}, ["onnxruntime-gpu"]),
+        ("transformers", "transformers", "transformers", {}, []),
+        ("sentence_transformers", "sentence-transformers", "sentence_transformers", {}, []),
+        ("statsmodels", "statsmodels", "statsmodels", {}, []),
+        ("prophet", "prophet", "prophet", {}, []),
+        ("spark", "pyspark", "pyspark", {}, []),
+    ]
+    return [
+        FlavorPackage(flavor=f, package=p, module=m, when=w, alternatives=a)
+        for f, p, m, w, a in rows
+    ]
+
+
+class RequirementsCheckConfig(BaseModel):
+    """The check, before any build, that a model's requirements can be installed and loaded.
+
+    Image runtimes: every requirement is looked up on the indexes the build uses
+    (`pip_index_url` or `default_index_url`, `pip_extra_index_url`, `pip_find_links`, and
+    index options inside the model's requirements.txt) through the simple API (PEP 691 JSON or
+    PEP 503 HTML), `request_timeout_seconds` per request and `timeout_seconds` for the whole
+    check, cached for one run. `default_index_url`: the index pip uses when `pip_index_url`
+    is unset (default: pip's own default). `flavor_packages`: what each MLflow flavor loads
+    with; a requirement list without it is a finding (`process` runtime: not importable).
+    `enabled: false` skips it; the policy input then says so and the policy decides.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    default_index_url: str | None = None
+    timeout_seconds: float = Field(default=20, gt=0)
+    request_timeout_seconds: float = Field(default=5, gt=0)
+    max_parallel_requests: int = Field(default=8, ge=1)
+    flavor_packages: list[FlavorPackage] = Field(default_factory=_default_flavor_packages)
+
+
 class BuildConfig(BaseModel):
     """How serving images are built and pushed (docker runtime, kubernetes runtime).
 
@@ -148,6 +229,8 @@ class BuildConfig(BaseModel):
     registry reads the password from the environment variable named by
     `registry_password_env`, else from Docker's own credential store (`docker login`).
     `no_cache: true` rebuilds every layer (to pick up patched packages behind unchanged pins).
+    `requirements_check`: before any build, whether these indexes can serve the model's
+    requirements and whether they include what its flavor loads with (docs/images.md).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -166,6 +249,7 @@ class BuildConfig(BaseModel):
     network_mode: str | None = None
     timeout_seconds: float = Field(default=1800, gt=0)
     no_cache: bool = False
+    requirements_check: RequirementsCheckConfig = Field(default_factory=RequirementsCheckConfig)
 
 
 class ScanConfig(BaseModel):

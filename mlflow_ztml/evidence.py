@@ -2,28 +2,40 @@
 
 Sources, most specific first: the logged model's metrics (MLflow 3), the run's metrics, then
 numeric tags of the model version and of the run (for fairness and drift, which evaluation
-tools often record as tags). A value that no source has stays missing.
+tools often record as tags). Fairness and drift metadata (`fairness.evaluation_date`,
+`drift.monitored_features`, ...) come from tags of the same names. The training sample count is
+the row count MLflow profiled for the logged training dataset; resources and monitoring come
+from the target environment. A value that no source has stays missing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from typing import Any
+import typing
+from typing import Any, TypeVar
 
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
+from packaging.requirements import InvalidRequirement
 
+from mlflow_ztml import names
 from mlflow_ztml.config import EnvironmentConfig, EvidenceMapping, Settings
 from mlflow_ztml.manifest import (
+    Alerting,
     DataSource,
     Dependency,
+    Drift,
+    Fairness,
     Inference,
     Metadata,
     ModelDeployment,
     ModelRef,
+    Monitoring,
+    ResourceQuantities,
+    Resources,
     ServingVersion,
     Spec,
+    Training,
+    parse_requirement,
 )
 from mlflow_ztml.registry import Registry, VersionFacts
 
@@ -42,6 +54,7 @@ _FLAVOR_PREFERENCE = (
     "prophet",
     "spark",
 )
+Section = TypeVar("Section", Fairness, Drift)
 _KEPT_RUN_TAG_PREFIXES = ("mlflow.source.", "mlflow.user", "mlflow.runName")
 
 
@@ -86,33 +99,75 @@ def from_facts(
             environment=environment,
             model=_model_ref(facts, info),
             metrics=metrics_of(facts, mapping),
-            fairness=prefixed_values(facts, mapping.fairness_prefixes, mapping.fairness_aliases),
-            drift=prefixed_values(facts, mapping.drift_prefixes, {}),
+            training=training_of(facts, mapping),
+            fairness=scores_section(
+                Fairness, facts, mapping.fairness_prefixes, mapping.fairness_aliases
+            ),
+            drift=scores_section(Drift, facts, mapping.drift_prefixes, {}),
             dependencies=parse_requirements(requirements) if requirements is not None else None,
             data_sources=[_data_source(d) for d in facts.datasets] or None,
             serving=serving,
             inference=inference_defaults(env),
+            monitoring=monitoring_of(env),
         ),
     )
 
 
 def deployment_name(model_name: str) -> str:
     """A DNS-1123 label derived from the model name (what runtimes and Helm releases use)."""
-    label = "".join(c if c.isalnum() else "-" for c in model_name.lower()).strip("-")
-    return (label or "model")[:53].rstrip("-")
+    return names.model_label(model_name)
 
 
 def inference_defaults(env: EnvironmentConfig) -> Inference:
+    """The environment's sizing. Requests equal limits: that is what every runtime applies
+    (the kubernetes runtime sets both, docker enforces the limit)."""
     defaults = env.inference
+    quantities = ResourceQuantities(cpu=defaults.resources.cpu, memory=defaults.resources.memory)
     return Inference(
         replicas=defaults.replicas,
-        cpu=defaults.resources.cpu,
-        memory=defaults.resources.memory,
+        resources=Resources(requests=quantities, limits=quantities.model_copy()),
         gpu=defaults.gpu,
         max_batch_size=defaults.max_batch_size,
         max_batch_delay_ms=defaults.max_batch_delay_ms,
         runtime=env.runtime,
     )
+
+
+def monitoring_of(env: EnvironmentConfig) -> Monitoring:
+    """The environment's declared monitoring; `enabled` unless it says otherwise (the serving
+    runtime always exports metrics), its notification kinds as alerting channels unless it
+    declares alerting itself."""
+    monitoring = env.monitoring.model_copy(deep=True)
+    if monitoring.enabled is None:
+        monitoring.enabled = True
+    if monitoring.alerting is None and env.notifications:
+        channels = list(dict.fromkeys(target.kind for target in env.notifications))
+        monitoring.alerting = Alerting(enabled=True, channels=channels)
+    return monitoring
+
+
+def training_of(facts: VersionFacts, mapping: EvidenceMapping) -> Training | None:
+    """The training sample count: rows of the largest dataset logged as training data.
+
+    MLflow profiles a pandas (or numpy, Spark, ...) dataset when it is logged; the profile's
+    `num_rows` is the count. No training dataset, or none with a profile: None (missing).
+    """
+    counts = [
+        rows
+        for dataset in facts.datasets
+        if dataset.get("context") in mapping.training_contexts
+        and (rows := _profiled_rows(dataset.get("profile"))) is not None
+    ]
+    return Training(samples=max(counts)) if counts else None
+
+
+def _profiled_rows(profile: Any) -> int | None:
+    try:
+        parsed = json.loads(profile) if isinstance(profile, str) else profile
+    except json.JSONDecodeError:
+        return None
+    rows = parsed.get("num_rows") if isinstance(parsed, dict) else None
+    return rows if isinstance(rows, int) and not isinstance(rows, bool) else None
 
 
 def _model_ref(facts: VersionFacts, info: Any) -> ModelRef:
@@ -183,6 +238,44 @@ def metrics_of(facts: VersionFacts, mapping: EvidenceMapping) -> dict[str, float
     return metrics
 
 
+def scores_section(
+    section: type[Section], facts: VersionFacts, prefixes: list[str], aliases: dict[str, str]
+) -> Section | None:
+    """A fairness or drift section: numeric scores plus its metadata fields from tags.
+
+    A tag `<prefix><field>` for a declared field of the section (`fairness.evaluation_date`,
+    `drift.monitored_features`) fills that field; a list field takes a JSON list or a
+    comma-separated string. None when MLflow has neither scores nor metadata.
+    """
+    declared = set(section.model_fields)
+    scores = {
+        k: v
+        for k, v in (prefixed_values(facts, prefixes, aliases) or {}).items()
+        if k not in declared
+    }
+    metadata: dict[str, Any] = {}
+    for tags in (facts.run_tags, facts.version_tags):
+        for key, raw in tags.items():
+            prefix = next((p for p in prefixes if key.startswith(p)), None)
+            name = key[len(prefix) :] if prefix is not None else None
+            if name in declared:
+                metadata[name] = _metadata_value(section, name, raw)
+    if not scores and not metadata:
+        return None
+    return section.model_validate({**metadata, **scores})
+
+
+def _metadata_value(section: type[Fairness] | type[Drift], name: str, raw: str) -> Any:
+    annotation = section.model_fields[name].annotation
+    if not any(typing.get_origin(arg) is list for arg in typing.get_args(annotation)):
+        return raw
+    with contextlib.suppress(json.JSONDecodeError):
+        parsed = json.loads(raw)
+        if isinstance(parsed, list):
+            return [str(item) for item in parsed]
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
 def prefixed_values(
     facts: VersionFacts, prefixes: list[str], aliases: dict[str, str]
 ) -> dict[str, float] | None:
@@ -222,26 +315,9 @@ def parse_requirements(text: str) -> list[Dependency]:
         if not line or line.startswith(("#", "-")):
             continue
         try:
-            req = Requirement(line)
+            dependencies.append(parse_requirement(line))
         except InvalidRequirement:
             dependencies.append(Dependency(name=line, requirement=line))
-            continue
-        specs = list(req.specifier)
-        pinned = (
-            len(specs) == 1
-            and specs[0].operator in ("==", "===")
-            and "*" not in specs[0].version
-            and req.url is None
-        )
-        dependencies.append(
-            Dependency(
-                name=canonicalize_name(req.name),
-                specifier=str(req.specifier),
-                pinned=pinned,
-                version=specs[0].version if pinned else None,
-                requirement=line,
-            )
-        )
     return dependencies
 
 

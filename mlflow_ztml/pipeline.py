@@ -18,6 +18,8 @@ needs no image, so they are skipped and say so in the plan.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -26,17 +28,25 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field
 
-from mlflow_ztml import evidence, gate, verify
+from mlflow_ztml import evidence, gate, names, verify
+from mlflow_ztml import requirements as model_requirements
 from mlflow_ztml.config import Settings
-from mlflow_ztml.errors import DeployError, DeploymentPolicyError, ZtmlError
+from mlflow_ztml.errors import (
+    DeployError,
+    DeploymentConflictError,
+    DeploymentPolicyError,
+    ZtmlError,
+)
 from mlflow_ztml.manifest import ModelDeployment
 from mlflow_ztml.notify import Notifier, event_from_outcome
 from mlflow_ztml.policy.engine import Decision, PolicyEngine, make_engine
-from mlflow_ztml.record import AuditRun, VersionRecorder, redact
+from mlflow_ztml.record import AuditRun, VersionRecorder
+from mlflow_ztml.redact import redact, safe
 from mlflow_ztml.registry import Registry, VersionFacts
 from mlflow_ztml.runtimes import get_runtime
 from mlflow_ztml.runtimes.base import DeploymentSpec, DeploymentStatus, Runtime
 
+log = logging.getLogger(__name__)
 OutcomeStatus = Literal["deployed", "unchanged", "rejected", "failed", "rolled_back", "planned"]
 IMAGE_RUNTIMES = ("docker", "kubernetes")
 Progress = Callable[[str], None]
@@ -54,6 +64,7 @@ class DeployOptions(BaseModel):
     port: int | None = Field(default=None, ge=1, le=65535)
     max_batch_size: int | None = Field(default=None, ge=1)
     max_batch_delay_ms: float | None = Field(default=None, ge=0)
+    response_format: Literal["ztml", "mlifecycle"] | None = None
     ready_timeout_seconds: float = Field(default=120.0, gt=0)
 
 
@@ -77,8 +88,49 @@ class Outcome(BaseModel):
     stages_skipped: list[str] = Field(default_factory=list)
 
 
+# Runtimes whose `failed` means the server is gone for good (nothing restarts it): `ztml status`
+# writes that back to MLflow. A Kubernetes rollout heals or rolls back on its own.
+_DEAD_WHEN_FAILED = ("process", "docker")
+
+
 def default_deployment_name(model_name: str, environment: str) -> str:
-    return evidence.deployment_name(f"{model_name}-{environment}")
+    """`MODEL-ENV` as a valid deployment name (see names.default_name)."""
+    return names.default_name(model_name, environment)
+
+
+def _deployment_name(options: DeployOptions, model_name: str, environment: str) -> str:
+    """The name asked for (checked: InvalidNameError, exit 2) or the default one."""
+    if options.name is not None:
+        return names.validate(options.name)
+    return default_deployment_name(model_name, environment)
+
+
+def _check_owner(runtime: Runtime, name: str, model_name: str, environment: str) -> None:
+    """A deploy never replaces a deployment of another model (or of another environment):
+    two model names can normalise to one deployment name (`credit_risk`, `credit.risk`), and a
+    `--name` can be reused by mistake. Checked before anything is written to MLflow."""
+    current = runtime.get(name)
+    if current is None:
+        return
+    if current.state == "unknown":
+        raise DeployError(
+            f"deployment {name!r} exists but its state cannot be read ({current.detail}); "
+            "nothing was changed"
+        )
+    if current.model_name != model_name or current.environment != environment:
+        raise DeploymentConflictError(
+            f"deployment {name!r} belongs to model {current.model_name!r} "
+            f"(v{current.model_version} in {current.environment}); a deploy of {model_name!r} "
+            f"to {environment} never replaces it: choose another deployment name with --name "
+            f"(e.g. --name {_alternative_name(model_name, environment)}), or delete {name!r} "
+            "first"
+        )
+
+
+def _alternative_name(model_name: str, environment: str) -> str:
+    """A default-like name that carries a short hash of the exact model name."""
+    digest = hashlib.sha256(model_name.encode("utf-8")).hexdigest()[:6]
+    return names.default_name(f"{model_name}-{digest}", environment)
 
 
 class _Clock:
@@ -117,6 +169,10 @@ def _spec(
     def pick(option: Any, default: Any) -> Any:
         return default if option is None else option
 
+    def requested(resource: Literal["cpu", "memory"]) -> str:
+        # The manifest's request (else its limit), else the runtime's default size.
+        return inference.requested(resource) or DeploymentSpec.model_fields[resource].default
+
     return DeploymentSpec(
         name=name,
         environment=environment,
@@ -125,11 +181,12 @@ def _spec(
         model_uri=document.spec.model.uri,
         tracking_uri=tracking_uri,
         replicas=pick(options.replicas, inference.replicas),
-        cpu=pick(options.cpu, inference.cpu),
-        memory=pick(options.memory, inference.memory),
+        cpu=pick(options.cpu, requested("cpu")),
+        memory=pick(options.memory, requested("memory")),
         gpu=pick(options.gpu, inference.gpu),
         max_batch_size=pick(options.max_batch_size, inference.max_batch_size),
         max_batch_delay_ms=pick(options.max_batch_delay_ms, inference.max_batch_delay_ms),
+        response_format=pick(options.response_format, "ztml"),
         port=options.port,
         ready_timeout_seconds=options.ready_timeout_seconds,
     )
@@ -169,12 +226,16 @@ class Pipeline:
     def plan(self, model_uri: str, environment: str, options: DeployOptions) -> Outcome:
         """Everything up to deploy with no side effects: manifest, decision, what would run."""
         self.settings.environment(environment)
+        if options.name is not None:
+            names.validate(options.name)
         runtime = self.runtime_for(environment, options)
         facts = self.registry.resolve(model_uri)
-        name = options.name or default_deployment_name(facts.name, environment)
+        name = _deployment_name(options, facts.name, environment)
+        _check_owner(runtime, name, facts.name, environment)
         current = runtime.get(name)
         document = self._manifest(facts, environment, current)
-        decision = gate.evaluate(document, environment, self.engine)
+        report = model_requirements.for_model(self.registry, self.settings, facts.uri, runtime.name)
+        decision = gate.evaluate(document, environment, self.engine, report)
         spec = _spec(document, environment, name, runtime.name, options, None)
         unchanged = bool(
             current and current.state == "running" and current.fingerprint == spec.fingerprint()
@@ -199,9 +260,12 @@ class Pipeline:
     def run(self, model_uri: str, environment: str, options: DeployOptions) -> Outcome:
         """Take one model version to a verified deployment in `environment` (or say why not)."""
         self.settings.environment(environment)
+        if options.name is not None:
+            names.validate(options.name)  # a bad name is a usage error before anything else
         runtime = self.runtime_for(environment, options)
         facts = self.registry.resolve(model_uri)
-        name = options.name or default_deployment_name(facts.name, environment)
+        name = _deployment_name(options, facts.name, environment)
+        _check_owner(runtime, name, facts.name, environment)
         tags = VersionRecorder(self.registry, facts.name, facts.version, environment)
         audit = AuditRun(self.registry, self.settings.mlflow.audit_experiment)
         audit_id = audit.start(
@@ -248,7 +312,7 @@ class Pipeline:
         try:
             self.notifier.publish(event_from_outcome(outcome, self.settings))
         except Exception as exc:  # a notification problem must never change the outcome
-            outcome.warnings.append(f"notification not sent: {redact(str(exc))[:300]}")
+            outcome.warnings.append(f"notification not sent: {safe(exc, 300)}")
 
     def _attempt(
         self,
@@ -272,7 +336,10 @@ class Pipeline:
 
         clock.stage("gate")
         tags.set("gating")
-        decision = gate.evaluate(document, environment, self.engine)
+        # Can the runtime install and load this model? Asked now, not minutes into a build.
+        report = model_requirements.for_model(self.registry, self.settings, facts.uri, runtime.name)
+        audit.json("requirements.json", report.policy_input())
+        decision = gate.evaluate(document, environment, self.engine, report)
         outcome.decision = decision
         outcome.warnings.extend(decision.warn)
         audit.json("decision.json", decision.model_dump())
@@ -286,6 +353,7 @@ class Pipeline:
         tags.set(None, decision=verdict, violations="", warnings=decision.warn)
 
         spec = _spec(document, environment, name, runtime.name, options, self.registry.tracking_uri)
+        spec.registry_uri = self.settings.mlflow.registry_uri
         if runtime.name in IMAGE_RUNTIMES:
             image = self._build_and_scan(document, environment, tags, audit, clock, outcome)
             if image is None:
@@ -340,9 +408,11 @@ class Pipeline:
             and previous.model_name == spec.model_name
             and previous.model_version != spec.model_version
         ):
-            VersionRecorder(
+            old = VersionRecorder(
                 self.registry, previous.model_name, previous.model_version, environment
-            ).set("superseded", superseded_by=spec.model_version)
+            )
+            old.set("superseded", superseded_by=spec.model_version)
+            old.unset("endpoint")  # it no longer serves there
 
     def _build_and_scan(
         self,
@@ -424,17 +494,65 @@ class Pipeline:
 
     def delete(self, name: str, environment: str | None = None, runtime: str | None = None) -> None:
         """Remove a deployment and mark its version `deleted` in that environment."""
+        names.check_lookup(name)
         env = environment or self.settings.default_environment
         target = self.runtime_for(env, DeployOptions(runtime=runtime))
         status = target.get(name)
         if status is None:
             raise DeployError(f"no deployment named {name!r} in the {target.name} runtime")
         target.delete(name)
+        if status.state == "unknown":
+            return  # its state was unreadable: no version to mark
         # The deployment is gone; an unreachable MLflow must not make delete look failed.
         with contextlib.suppress(ZtmlError):
-            VersionRecorder(
+            recorder = VersionRecorder(
                 self.registry, status.model_name, status.model_version, status.environment
-            ).set("deleted", endpoint="")
+            )
+            recorder.set("deleted")
+            recorder.unset("endpoint")
+
+    def statuses(
+        self,
+        environment: str | None = None,
+        runtime: str | None = None,
+        name: str | None = None,
+    ) -> list[DeploymentStatus]:
+        """What the runtime reports: deployment `name`, or all of them; only those of
+        `environment` when one is given (a deployment whose state is `unknown` is always
+        shown: it may be one of them). The runtime is `runtime`, else the environment's.
+
+        A deployment found dead (a process or container that exited) whose version MLflow
+        still shows as `deployed` is marked `failed` there, best effort: MLflow being down
+        never makes this fail."""
+        env = environment or self.settings.default_environment
+        target = self.runtime_for(env, DeployOptions(runtime=runtime))
+        if name is not None:
+            found = [status] if (status := target.get(names.check_lookup(name))) else []
+        else:
+            found = target.list()
+        if environment is not None:
+            found = [s for s in found if s.environment == environment or s.state == "unknown"]
+        for status in found:
+            self._record_dead(status)
+        return found
+
+    def _record_dead(self, status: DeploymentStatus) -> None:
+        if status.state != "failed" or status.runtime not in _DEAD_WHEN_FAILED:
+            return
+        prefix = f"ztml.{status.environment}."
+        try:
+            tags = self.registry.version_tags(status.model_name, status.model_version)
+            if tags.get(prefix + "status") != "deployed":
+                return  # already says so (or something newer happened): one write, not many
+            if tags.get(prefix + "deployment", status.name) != status.name:
+                return
+            recorder = VersionRecorder(
+                self.registry, status.model_name, status.model_version, status.environment
+            )
+            recorder.set("failed", error=f"{status.runtime} exited: {status.detail}")
+            recorder.unset("endpoint")
+        except Exception as exc:  # best effort by contract: status must still answer
+            log.debug("could not mark %s failed in MLflow: %s", status.name, redact(str(exc)))
 
 
 def _close_audit(audit: AuditRun, outcome: Outcome) -> None:
@@ -443,4 +561,4 @@ def _close_audit(audit: AuditRun, outcome: Outcome) -> None:
         audit.json("outcome.json", outcome.model_dump(exclude={"manifest"}))
         audit.finish(outcome.status)
     except Exception as exc:  # MLflow down mid-attempt: say so in the outcome instead
-        outcome.warnings.append(f"audit run not completed: {redact(str(exc))[:300]}")
+        outcome.warnings.append(f"audit run not completed: {safe(exc, 300)}")

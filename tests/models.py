@@ -22,7 +22,12 @@ SKLEARN_REQUIREMENTS = [
 APPROVED_SOURCE = "s3://approved-data-credit/train.parquet"
 
 
-def training_frame(rows: int = 60, seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:
+# Enough rows that the logged training dataset clears the training-sample rules (deny below
+# 100, warn below 1,000): evidence reads the count from the dataset's profile.
+TRAINING_ROWS = 1_200
+
+
+def training_frame(rows: int = TRAINING_ROWS, seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:
     rng = np.random.default_rng(seed)
     frame = pd.DataFrame(rng.random((rows, 3)), columns=["income", "age", "debt"])
     return frame, (frame["income"] > frame["debt"]).astype(int)

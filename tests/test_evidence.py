@@ -5,12 +5,12 @@ from __future__ import annotations
 import mlflow
 import pytest
 
-from mlflow_ztml import evidence
+from mlflow_ztml import evidence, manifest
 from mlflow_ztml.config import load_settings
-from mlflow_ztml.errors import ModelNotFoundError, RegistryUnavailableError
+from mlflow_ztml.errors import ConfigError, ModelNotFoundError, RegistryUnavailableError
 from mlflow_ztml.registry import Registry
 from tests.mlflow_server import free_port
-from tests.models import GOOD_METRICS, register_sklearn
+from tests.models import GOOD_METRICS, TRAINING_ROWS, register_sklearn, training_frame
 
 
 def test_full_evidence_from_metrics_tags_requirements_and_datasets(ztml_env) -> None:
@@ -36,11 +36,12 @@ def test_full_evidence_from_metrics_tags_requirements_and_datasets(ztml_env) -> 
     assert spec.model.tags["owner"] == "risk-team"
     # f1 is mapped onto f1_score; unmapped metrics keep their own name.
     assert spec.metrics == {"accuracy": 0.93, "f1_score": 0.91, "val_loss": 0.3}
-    assert spec.fairness == {
+    assert spec.fairness is not None and spec.fairness.scores() == {
         "demographic_parity_difference": 0.04,
         "equalized_odds_difference": 0.05,  # the run metric wins over the run tag
     }
-    assert spec.drift == {"psi": 0.02, "feature_age": 0.12, "feature_income": 0.2}
+    assert spec.drift is not None
+    assert spec.drift.scores() == {"psi": 0.02, "feature_age": 0.12, "feature_income": 0.2}
     deps = {d.name: d for d in spec.dependencies}
     assert deps["scikit-learn"].pinned and deps["scikit-learn"].version == "1.9.1"
     assert deps["mlflow"].version == mlflow.__version__
@@ -48,6 +49,17 @@ def test_full_evidence_from_metrics_tags_requirements_and_datasets(ztml_env) -> 
     assert source.source == "s3://approved-data-credit/train.parquet"
     assert source.digest and source.context == "training"
     assert spec.inference.replicas == 2  # staging preset
+    # The training dataset's profiled row count.
+    assert spec.training is not None and spec.training.samples == TRAINING_ROWS
+    # The staging preset's size, as requests and limits (what the runtimes apply).
+    assert spec.inference.resources is not None
+    assert spec.inference.resources.model_dump() == {
+        "requests": {"cpu": "1000m", "memory": "1Gi"},
+        "limits": {"cpu": "1000m", "memory": "1Gi"},
+    }
+    assert spec.monitoring is not None and spec.monitoring.enabled is True
+    # What the gate judged is what ztml manifest prints and the audit run stores.
+    assert manifest.from_yaml(document.to_yaml()) == document
 
 
 def test_alias_uri_resolves_to_the_version(ztml_env) -> None:
@@ -74,7 +86,7 @@ def test_missing_evidence_stays_missing(ztml_env) -> None:
     )
     spec = document.policy_input()["spec"]
     assert spec["metrics"] == {}
-    for missing in ("fairness", "drift", "data_sources", "serving"):
+    for missing in ("fairness", "drift", "data_sources", "serving", "training"):
         assert missing not in spec
     assert "signature" not in spec["model"]
 
@@ -91,7 +103,99 @@ def test_mapping_is_configuration(ztml_env, tmp_path, monkeypatch) -> None:
         Registry(settings), settings, f"models:/evidence-mapping/{version}", "local"
     )
     assert document.spec.metrics["accuracy"] == 0.97
-    assert document.spec.fairness == {"demographic_parity_difference": 0.02}
+    assert document.spec.fairness is not None
+    assert document.spec.fairness.scores() == {"demographic_parity_difference": 0.02}
+
+
+def test_training_samples_come_from_the_largest_training_dataset(ztml_env) -> None:
+    version = register_sklearn(
+        ztml_env.url,
+        "evidence-samples",
+        metrics=GOOD_METRICS,
+        data_sources=("s3://approved-data-credit/a.parquet", "s3://approved-data-credit/b.pq"),
+    )
+    mlflow.set_tracking_uri(ztml_env.url)
+    run_id = mlflow.MlflowClient().get_model_version("evidence-samples", version).run_id
+    frame, _ = training_frame(rows=TRAINING_ROWS + 250)
+    bigger = mlflow.data.from_pandas(frame, source="s3://approved-data-credit/c.pq", name="big")
+    held_out = mlflow.data.from_pandas(
+        training_frame(rows=TRAINING_ROWS + 900)[0],
+        source="s3://approved-data-credit/d.pq",
+        name="eval",
+    )
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_input(bigger, context="training")
+        mlflow.log_input(held_out, context="evaluation")  # not training data
+    settings = load_settings()
+    document = evidence.build(
+        Registry(settings), settings, f"models:/evidence-samples/{version}", "local"
+    )
+    assert document.spec.training == manifest.Training(samples=TRAINING_ROWS + 250)
+
+
+def test_fairness_and_drift_metadata_come_from_tags(ztml_env) -> None:
+    version = register_sklearn(
+        ztml_env.url,
+        "evidence-metadata",
+        metrics=GOOD_METRICS,
+        run_tags={
+            "fairness.evaluation_date": "2025-03-02",
+            "fairness.protected_attributes": "gender, region",
+            "drift.reference_dataset": "2025-02-baseline",
+        },
+        version_tags={"drift.monitored_features": '["tenure", "spend"]'},
+    )
+    settings = load_settings()
+    spec = evidence.build(
+        Registry(settings), settings, f"models:/evidence-metadata/{version}", "local"
+    ).spec
+    assert spec.fairness is not None and spec.drift is not None
+    assert spec.fairness.evaluation_date == "2025-03-02"
+    assert spec.fairness.protected_attributes == ["gender", "region"]
+    assert spec.drift.reference_dataset == "2025-02-baseline"
+    assert spec.drift.monitored_features == ["tenure", "spend"]
+    assert spec.drift.scores() == {"psi": 0.02}  # metadata is never a score
+
+
+def test_resources_and_monitoring_come_from_the_environment(ztml_env, tmp_path) -> None:
+    version = register_sklearn(ztml_env.url, "evidence-env", metrics=GOOD_METRICS)
+    (tmp_path / "ztml.yaml").write_text(
+        "environments:\n"
+        "  qa:\n"
+        "    inference: {resources: {cpu: 750m, memory: 3Gi}}\n"
+        "    notifications:\n"
+        "      - {kind: slack, url_env: QA_SLACK_URL}\n"
+        "      - {kind: webhook, url_env: QA_HOOK_URL}\n"
+        "  audit:\n"
+        "    monitoring:\n"
+        "      enabled: false\n"
+        "      drift_detection: {enabled: true, schedule: '0 3 * * *', threshold: 0.2}\n"
+    )
+    settings = load_settings()
+    uri = f"models:/evidence-env/{version}"
+    qa = evidence.build(Registry(settings), settings, uri, "qa").spec
+    assert qa.inference.requested("cpu") == "750m" and qa.inference.requested("memory") == "3Gi"
+    assert qa.inference.resources is not None and qa.inference.resources.limits is not None
+    assert qa.inference.resources.limits.memory == "3Gi"
+    assert qa.monitoring is not None and qa.monitoring.enabled is True
+    assert qa.monitoring.alerting == manifest.Alerting(enabled=True, channels=["slack", "webhook"])
+    audit = evidence.build(Registry(settings), settings, uri, "audit").spec
+    assert audit.monitoring is not None
+    assert audit.monitoring.enabled is False  # declared, not overridden
+    assert audit.monitoring.drift_detection == manifest.DriftDetection(
+        enabled=True, schedule="0 3 * * *", threshold=0.2
+    )
+    assert audit.monitoring.alerting is None  # no notifications, nothing declared
+
+
+def test_an_environment_with_a_malformed_monitoring_section_is_a_config_error(
+    ztml_env, tmp_path
+) -> None:
+    (tmp_path / "ztml.yaml").write_text(
+        "environments:\n  qa:\n    monitoring: {alerting: {channels: slack}}\n"
+    )
+    with pytest.raises(ConfigError, match=r"environments\.qa\.monitoring\.alerting\.channels"):
+        load_settings()
 
 
 def test_serving_version_feeds_the_regression_slot(ztml_env) -> None:

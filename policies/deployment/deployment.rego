@@ -23,7 +23,15 @@ env := input.environment
 settings := data.ztml.environments[env].deployment
 
 # Settings every environment's deployment data must define (a missing one is a deny).
-required_settings := {"approved_registries", "required_labels", "min_replicas", "required_kinds"}
+required_settings := {
+	"approved_registries",
+	"required_labels",
+	"min_replicas",
+	"required_kinds",
+	"model_uri_env_names",
+	"insecure_uri_prefixes",
+	"scrape_annotations",
+}
 
 default allow := false
 
@@ -56,6 +64,21 @@ deny contains msg if {
 	configured := object.get(environment, "deployment", {})
 	some key in required_settings - {name | some name, value in configured; value != null}
 	msg := sprintf("policy data for %s lacks deployment.%s", [env, key])
+}
+
+# A pattern that is not a regular expression would approve nothing, or break evaluation.
+deny contains msg if {
+	some pattern in object.get(settings, "approved_registry_patterns", [])
+	not _valid_pattern(pattern)
+	msg := sprintf(
+		"policy data for %s: deployment.approved_registry_patterns entry %s is not a valid regular expression",
+		[env, json.marshal(pattern)],
+	)
+}
+
+_valid_pattern(pattern) if {
+	is_string(pattern)
+	regex.is_valid(pattern)
 }
 
 deny contains "policy input has no objects (input.objects must be a list of Kubernetes objects)" if {
@@ -98,6 +121,12 @@ _pod_labels(obj) := object.get(obj, ["spec", "template", "metadata", "labels"], 
 _pod_labels(obj) := object.get(obj, ["spec", "jobTemplate", "spec", "template", "metadata", "labels"], {}) if _kind(obj) == "CronJob"
 
 _pod_labels(obj) := object.get(obj, ["metadata", "labels"], {}) if _kind(obj) == "Pod"
+
+_pod_annotations(obj) := object.get(obj, ["spec", "template", "metadata", "annotations"], {}) if _kind(obj) in _template_kinds
+
+_pod_annotations(obj) := object.get(obj, ["spec", "jobTemplate", "spec", "template", "metadata", "annotations"], {}) if _kind(obj) == "CronJob"
+
+_pod_annotations(obj) := object.get(obj, ["metadata", "annotations"], {}) if _kind(obj) == "Pod"
 
 # One entry per object with a pod spec.
 workloads contains {"ref": _ref(obj), "kind": _kind(obj), "spec": spec, "object": obj} if {
@@ -277,13 +306,50 @@ _has_digest(image) if regex.match(`@sha256:[a-f0-9]{64}$`, image)
 # An entry approves images under it: "registry.example.com" or "registry.example.com/team"
 # approves "registry.example.com/team/model@sha256:..." but never "registry.example.com.evil/...".
 _approved(image) if {
-	some entry in object.get(settings, "approved_registries", [])
+	some entry in _registries
 	startswith(image, concat("", [trim_suffix(entry, "/"), "/"]))
 }
 
-_approved_list := lib.join(settings.approved_registries) if {
-	count(settings.approved_registries) > 0
+# A pattern is a regular expression the whole registry host must match, e.g.
+# `[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com` approves every ECR registry of AWS.
+_approved(image) if {
+	host := _registry_host(image)
+	some pattern in _registry_patterns
+	regex.match(concat("", ["^(?:", pattern, ")$"]), host)
+}
+
+_registries := object.get(settings, "approved_registries", [])
+
+# Only valid patterns; an invalid one is a deny of its own (above).
+_registry_patterns := [pattern |
+	some pattern in object.get(settings, "approved_registry_patterns", [])
+	_valid_pattern(pattern)
+]
+
+# The registry host of an image reference; Docker Hub when the first segment is no host.
+_registry_host(image) := host if {
+	segments := split(image, "/")
+	count(segments) > 1
+	host := segments[0]
+	_is_host(host)
+} else := "docker.io"
+
+_is_host(segment) if contains(segment, ".")
+
+_is_host(segment) if contains(segment, ":")
+
+_is_host(segment) if segment == "localhost"
+
+_approved_list := lib.join(_registries) if {
+	count(_registries) > 0
+	count(_registry_patterns) == 0
+} else := sprintf("%s; patterns: %s", [_none_if_empty(_registries), lib.join(_registry_patterns)]) if {
+	count(_registry_patterns) > 0
 } else := "none configured: set kubernetes.approved_registries for the environment"
+
+_none_if_empty(xs) := "none" if count(xs) == 0
+
+else := lib.join(xs)
 
 # Labels: every object and every pod template carries the required labels.
 findings contains f if {
@@ -340,3 +406,43 @@ findings contains f if {
 	count(workloads) > 0
 	f := _finding("required_kinds", sprintf("no %s among the rendered objects; %s requires one", [kind, env]))
 }
+
+# Model locations handed to a container (MODEL_URI, SERVING_MODEL_URI) must not travel over plain
+# http. The message names the scheme only: a URI may carry credentials.
+findings contains f if {
+	some entry in containers
+	variables := object.get(entry.container, "env", [])
+	is_array(variables) # regorus fails iterating a string, OPA yields nothing
+	some variable in variables
+	is_object(variable)
+	name := object.get(variable, "name", "")
+	name in settings.model_uri_env_names
+	value := object.get(variable, "value", "")
+	is_string(value)
+	some prefix in settings.insecure_uri_prefixes
+	startswith(lower(value), lower(prefix))
+	f := _finding("model_uri_insecure", sprintf(
+		"%s: env %s loads the model over %s; %s requires https, s3://, gs:// or models:/ (insecure: %s)",
+		[entry.ref, name, prefix, env, lib.join(settings.insecure_uri_prefixes)],
+	))
+}
+
+# Metrics: a long-running workload's pods carry the Prometheus scrape annotations, unless a
+# ServiceMonitor or PodMonitor (Prometheus Operator) is rendered with it.
+findings contains f if {
+	some w in workloads
+	w.kind in _long_running_kinds
+	count(_monitors) == 0
+	annotations := _object_or_empty(_pod_annotations(w.object))
+	missing := [sprintf("%s: %s", [key, value]) |
+		some key, value in settings.scrape_annotations
+		object.get(annotations, key, null) != value
+	]
+	count(missing) > 0
+	f := _finding("prometheus_scrape", sprintf(
+		"the pod template of %s lacks the annotations %s and no ServiceMonitor or PodMonitor is rendered; %s expects Prometheus to scrape /metrics",
+		[w.ref, concat(", ", sort(missing)), env],
+	))
+}
+
+_monitors := [obj | some obj in _objects; _kind(obj) in {"ServiceMonitor", "PodMonitor"}]

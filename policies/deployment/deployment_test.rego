@@ -13,6 +13,9 @@ labels := {
 	"ztml.io/environment": "production",
 }
 
+# Prometheus finds the pods by these annotations (kubernetes_sd_configs).
+scrape := {"prometheus.io/scrape": "true", "prometheus.io/port": "8080", "prometheus.io/path": "/metrics"}
+
 container := {
 	"name": "server",
 	"image": image,
@@ -39,7 +42,7 @@ workload := {
 	"apiVersion": "apps/v1",
 	"kind": "Deployment",
 	"metadata": {"name": "iris", "labels": labels},
-	"spec": {"template": {"metadata": {"labels": labels}, "spec": pod_spec}},
+	"spec": {"template": {"metadata": {"labels": labels, "annotations": scrape}, "spec": pod_spec}},
 }
 
 # Note: object.union merges nested objects, so tests replace keys with `replaced` instead.
@@ -78,7 +81,7 @@ with_pod(patch) := [
 		"apiVersion": "apps/v1",
 		"kind": "Deployment",
 		"metadata": {"name": "iris", "labels": labels},
-		"spec": {"template": {"metadata": {"labels": labels}, "spec": replaced(pod_spec, patch)}},
+		"spec": {"template": {"metadata": {"labels": labels, "annotations": scrape}, "spec": replaced(pod_spec, patch)}},
 	},
 	hpa, pdb, netpol,
 ]
@@ -301,4 +304,122 @@ test_enforcement_off_silences_a_check if {
 	environments := object.union(data.ztml.environments, {"production": {"deployment": object.union(approved.production.deployment, {"enforcement": {"image_digest": "off"}})}})
 	document := {"environment": "production", "objects": with_container({"image": "registry.example.com/models/iris:3"})}
 	policy.allow with input as document with data.ztml.environments as environments
+}
+
+# The decision with the approved test registry and `overrides` merged into env's deployment data.
+decide_with(objects, env, overrides) := result if {
+	environments := object.union(data.ztml.environments, {env: {"deployment": object.union(approved[env].deployment, overrides)}})
+	document := {"environment": env, "objects": objects}
+	allow := policy.allow with input as document with data.ztml.environments as environments
+	deny := policy.deny with input as document with data.ztml.environments as environments
+	warn := policy.warn with input as document with data.ztml.environments as environments
+	result := {"allow": allow, "deny": deny, "warn": warn}
+}
+
+# --- the model location -------------------------------------------------------------------------
+
+test_model_uri_over_http_is_denied if {
+	objects := with_container({"env": [{"name": "MODEL_URI", "value": "http://models.example.com/iris/3"}]})
+	every env in ["local", "staging", "production"] {
+		denied_only_by(decide(objects, env), sprintf("container server of Deployment iris: env MODEL_URI loads the model over http://; %s requires https, s3://, gs:// or models:/ (insecure: http://)", [env]))
+	}
+}
+
+test_serving_model_uri_over_http_is_denied_whatever_the_case if {
+	objects := with_container({"env": [{"name": "SERVING_MODEL_URI", "value": "HTTP://user:secret@models.example.com/iris"}]})
+	result := decide(objects, "production")
+	denied_only_by(result, "container server of Deployment iris: env SERVING_MODEL_URI loads the model over http://; production requires https, s3://, gs:// or models:/ (insecure: http://)")
+
+	# the value (which may carry credentials) never reaches a message
+	every message in result.deny {
+		not contains(message, "secret")
+	}
+}
+
+test_secure_model_uris_and_other_variables_are_allowed if {
+	variables := [
+		{"name": "MODEL_URI", "value": "https://models.example.com/iris/3"},
+		{"name": "SERVING_MODEL_URI", "value": "/opt/model"},
+		{"name": "MODEL_URI_FALLBACK", "value": "http://x"},
+		{"name": "MODEL_URI", "valueFrom": {"secretKeyRef": {"name": "m", "key": "uri"}}},
+	]
+	decide(with_container({"env": variables}), "production") == {"allow": true, "deny": set(), "warn": set()}
+}
+
+test_model_uri_variables_are_data if {
+	objects := with_container({"env": [{"name": "MLFLOW_MODEL", "value": "http://x/m"}]})
+	decide(objects, "production").allow
+	not decide_with(objects, "production", {"model_uri_env_names": ["MLFLOW_MODEL"]}).allow
+}
+
+# --- metrics --------------------------------------------------------------------------------------
+
+unannotated := [object.union(workload, {"spec": {"template": {"metadata": {"annotations": {"prometheus.io/scrape": "false"}}}}}), hpa, pdb, netpol]
+
+test_missing_scrape_annotation_warns if {
+	every env in ["staging", "production"] {
+		result := decide(unannotated, env)
+		result.allow
+		result.warn == {sprintf("the pod template of Deployment iris lacks the annotations prometheus.io/scrape: true and no ServiceMonitor or PodMonitor is rendered; %s expects Prometheus to scrape /metrics", [env])}
+	}
+	decide(unannotated, "local") == {"allow": true, "deny": set(), "warn": set()}
+}
+
+test_a_service_monitor_replaces_the_scrape_annotation if {
+	monitor := {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": {"name": "iris", "labels": labels}}
+	decide(array.concat(unannotated, [monitor]), "production") == {"allow": true, "deny": set(), "warn": set()}
+}
+
+# --- registries by pattern ------------------------------------------------------------------------
+
+ecr_pattern := `[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com`
+
+digest := "@sha256:0000000000000000000000000000000000000000000000000000000000000000"
+
+test_a_registry_is_approved_by_pattern if {
+	image := concat("", ["123456789012.dkr.ecr.eu-west-1.amazonaws.com/models/iris", digest])
+	not decide(with_container({"image": image}), "production").allow
+	decide_with(with_container({"image": image}), "production", {"approved_registry_patterns": [ecr_pattern]}).allow
+}
+
+test_a_pattern_matches_the_whole_registry_host if {
+	every image in [
+		concat("", ["123456789012.dkr.ecr.eu-west-1.amazonaws.com.evil.io/iris", digest]),
+		concat("", ["evil.io/123456789012.dkr.ecr.eu-west-1.amazonaws.com/iris", digest]),
+	] {
+		result := decide_with(with_container({"image": image}), "production", {"approved_registry_patterns": [ecr_pattern]})
+		denied_only_by(result, sprintf("container server of Deployment iris: image %s is not from an approved registry for production (approved: registry.example.com/models; patterns: %s)", [image, ecr_pattern]))
+	}
+}
+
+test_docker_hub_images_have_the_docker_io_host if {
+	image := concat("", ["python", digest])
+	decide_with(with_container({"image": image}), "production", {"approved_registry_patterns": [`docker\.io`]}).allow
+}
+
+test_an_invalid_registry_pattern_is_denied if {
+	result := decide_with(good, "production", {"approved_registry_patterns": ["[a-"]})
+	denied_only_by(result, "policy data for production: deployment.approved_registry_patterns entry \"[a-\" is not a valid regular expression")
+}
+
+# --- the published labels ---------------------------------------------------------------------------
+
+test_the_published_labels_can_be_required if {
+	published := {"required_labels": ["app", "version", "team"]}
+	result := decide_with(good, "production", published)
+	"Deployment iris lacks the required labels app, team, version" in result.deny
+	"the pod template of Deployment iris lacks the required labels app, team, version" in result.deny
+	labelled := object.union(labels, {"app": "iris", "version": "3", "team": "risk"})
+	objects := [
+		{
+			"apiVersion": "apps/v1",
+			"kind": "Deployment",
+			"metadata": {"name": "iris", "labels": labelled},
+			"spec": {"template": {"metadata": {"labels": labelled, "annotations": scrape}, "spec": pod_spec}},
+		},
+		object.union(hpa, {"metadata": {"labels": labelled}}),
+		object.union(pdb, {"metadata": {"labels": labelled}}),
+		object.union(netpol, {"metadata": {"labels": labelled}}),
+	]
+	decide_with(objects, "production", published) == {"allow": true, "deny": set(), "warn": set()}
 }

@@ -41,6 +41,10 @@ required_settings := {
 	"max_regression",
 	"regression_metrics",
 	"insecure_uri_prefixes",
+	"min_training_samples",
+	"recommended_training_samples",
+	"max_latency_ratio",
+	"vulnerable_dependencies",
 }
 
 default allow := false
@@ -125,6 +129,8 @@ findings contains f if {
 }
 
 # Fairness: an evaluation must exist and each configured difference must stay within bounds.
+# The section also carries metadata (evaluation_date, protected_attributes): only numbers are
+# judged, because in Rego a string or a list compares greater than any number.
 findings contains f if {
 	is_object(model)
 	not spec.fairness
@@ -147,6 +153,7 @@ findings contains f if {
 findings contains f if {
 	some metric, maximum in gov.max_fairness
 	value := spec.fairness[metric]
+	is_number(value)
 	abs(value) > maximum
 	f := _finding("fairness", sprintf(
 		"%s %s exceeds the maximum %s for %s",
@@ -155,8 +162,10 @@ findings contains f if {
 }
 
 # Drift: any drift value above the deny threshold denies, above the warning threshold warns.
+# Metadata (reference_dataset, monitored_features, last_evaluated) is not a drift value.
 findings contains f if {
 	some name, value in spec.drift
+	is_number(value)
 	value > gov.drift_deny_above
 	f := _finding("drift", sprintf(
 		"drift %s %s exceeds the maximum %s for %s",
@@ -166,6 +175,7 @@ findings contains f if {
 
 findings contains f if {
 	some name, value in spec.drift
+	is_number(value)
 	value > gov.drift_warn_above
 	value <= gov.drift_deny_above
 	f := _warning("drift_warning", sprintf(
@@ -194,9 +204,16 @@ findings contains f if {
 }
 
 # Dependencies: recorded, on the allowlist, and pinned exactly where enforcement says so.
+# Anything but a list (a bare requirement string) counts as none recorded: OPA would iterate
+# nothing and regorus would fail, so it is never iterated.
+_dependencies := deps if {
+	deps := spec.dependencies
+	is_array(deps)
+} else := []
+
 findings contains f if {
 	is_object(model)
-	not spec.dependencies
+	not is_array(object.get(spec, "dependencies", null))
 	f := _finding("dependencies_missing", sprintf(
 		"no dependencies recorded for the model (requirements.txt); %s requires them",
 		[env],
@@ -206,7 +223,7 @@ findings contains f if {
 # Allowlist entries are normalised names (lowercase, "-" separators, as pip normalises them);
 # dependency names are normalised here too, inline because this runs for every dependency.
 findings contains f if {
-	some dep in spec.dependencies
+	some dep in _dependencies
 	name := object.get(dep, "name", "")
 	not replace(replace(lower(name), "_", "-"), ".", "-") in gov.allowed_dependencies
 	f := _finding("dependency_allowlist", sprintf(
@@ -218,7 +235,7 @@ findings contains f if {
 # An exact pin is `==VERSION` (or `===VERSION`); a range, a wildcard (`==1.*`) or a list
 # (`==1.0,<2`) is not. Judged from the specifier itself, never from a `pinned` flag alone.
 findings contains f if {
-	some dep in spec.dependencies
+	some dep in _dependencies
 	not startswith(trim_space(object.get(dep, "specifier", "")), "==")
 	f := _unpinned(dep)
 }
@@ -226,7 +243,7 @@ findings contains f if {
 # After "==", a version is made of version characters only: trimming them all from both
 # ends leaves nothing, while a wildcard, a comma, a space or a marker leaves a residue.
 findings contains f if {
-	some dep in spec.dependencies
+	some dep in _dependencies
 	specifier := trim_space(object.get(dep, "specifier", ""))
 	startswith(specifier, "==")
 	trim(trim_left(specifier, "="), _version_characters) != ""
@@ -242,7 +259,9 @@ _unpinned(dep) := _finding("dependency_pinning", sprintf(
 	name := object.get(dep, "name", "")
 }
 
-# Lineage: training data must be declared and come from approved locations.
+# Lineage: training data must be declared and come from approved locations: a location under
+# an approved prefix, or exactly one of the approved source names (a table such as
+# `transactions-prod`). A source's own `approved: true` is recorded but decides nothing.
 findings contains f if {
 	is_object(model)
 	count(object.get(spec, "data_sources", [])) == 0
@@ -256,11 +275,18 @@ findings contains f if {
 	some source in spec.data_sources
 	location := object.get(source, "source", "")
 	not lib.has_prefix(location, gov.approved_data_prefixes)
+	not location in _approved_sources
 	f := _finding("lineage_unapproved", sprintf(
-		"data source %s (%s) is outside the approved prefixes for %s: %s",
-		[_source_name(source), _or(location, "no location recorded"), env, lib.join(gov.approved_data_prefixes)],
+		"data source %s (%s) is outside the approved prefixes for %s: %s%s",
+		[_source_name(source), _or(location, "no location recorded"), env, lib.join(gov.approved_data_prefixes), _approved_sources_note],
 	))
 }
+
+_approved_sources := [name | some name in object.get(gov, "approved_data_sources", []); is_string(name)]
+
+_approved_sources_note := "" if {
+	count(_approved_sources) == 0
+} else := sprintf(" (approved sources: %s)", [lib.join(_approved_sources)])
 
 _source_name(source) := source.name if is_string(source.name)
 else := "unnamed"
@@ -286,9 +312,15 @@ findings contains f if {
 	lib.exceeds(before - now, gov.max_regression)
 	f := _finding("regression", sprintf(
 		"%s %s is %s below the serving version %s (%s) in %s; the maximum drop is %s",
-		[metric, lib.fmt(now), lib.fmt(before - now), spec.serving.version, lib.fmt(before), env, lib.fmt(gov.max_regression)],
+		[metric, lib.fmt(now), lib.fmt(before - now), _serving_version, lib.fmt(before), env, lib.fmt(gov.max_regression)],
 	))
 }
+
+# A previous version written by hand may carry no version number.
+_serving_version := version if {
+	version := spec.serving.version
+	is_string(version)
+} else := "(unnumbered)"
 
 # Model artifacts must not travel over plain http.
 findings contains f if {
@@ -300,3 +332,366 @@ findings contains f if {
 		[field, location, env, lib.join(gov.insecure_uri_prefixes)],
 	))
 }
+
+# --- provenance: experiment and version ---------------------------------------------------
+
+# _observed(x) renders a manifest value for a message: "absent" when it was never recorded.
+_observed(x) := "absent" if x == null
+
+else := json.marshal(x)
+
+_non_empty_string(x) if {
+	is_string(x)
+	trim_space(x) != ""
+}
+
+findings contains f if {
+	is_object(model)
+	experiment := object.get(model, "experiment_id", null)
+	not _non_empty_string(experiment)
+	not is_number(experiment)
+	f := _finding("experiment_missing", sprintf(
+		"model experiment_id is %s; %s requires the MLflow experiment that trained the model (set spec.model.experiment_id)",
+		[_observed(experiment), env],
+	))
+}
+
+findings contains f if {
+	is_object(model)
+	version := object.get(model, "version", null)
+	not _non_empty_string(version)
+	f := _finding("model_version_missing", sprintf(
+		"model version is %s; %s requires one (set spec.model.version)",
+		[_observed(version), env],
+	))
+}
+
+# Semantic versioning (MAJOR.MINOR.PATCH) is for hand-written manifests: MLflow numbers model
+# versions 1, 2, 3, so the built-in environments leave this check off.
+findings contains f if {
+	version := model.version
+	_non_empty_string(version)
+	not regex.match(`^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$`, version)
+	f := _finding("model_version_format", sprintf(
+		"model version %s is not semantic versioning (MAJOR.MINOR.PATCH); %s requires it (MLflow versions are integers: set enforcement.model_version_format to off for registry models)",
+		[version, env],
+	))
+}
+
+# Labels the environment requires on the manifest (metadata.labels), e.g. app, version, team.
+findings contains f if {
+	is_object(model)
+	required := [label | some label in object.get(gov, "required_labels", []); is_string(label)]
+	labels := _object_or_empty(object.get(input.manifest, ["metadata", "labels"], {}))
+	missing := {label | some label in required; not _non_empty_string(object.get(labels, label, null))}
+	count(missing) > 0
+	f := _finding("required_labels", sprintf(
+		"manifest lacks the labels %s; %s requires %s (set metadata.labels)",
+		[lib.join(missing), env, lib.join(required)],
+	))
+}
+
+_object_or_empty(x) := x if is_object(x)
+
+else := {}
+
+# --- inference: resources, autoscaling, latency -------------------------------------------
+
+_resource_paths := [["requests", "cpu"], ["requests", "memory"], ["limits", "cpu"], ["limits", "memory"]]
+
+findings contains f if {
+	is_object(model)
+	resources := _object_or_empty(object.get(spec, ["inference", "resources"], {}))
+	missing := [concat(".", path) | some path in _resource_paths; not _quantity(object.get(resources, path, null))]
+	count(missing) > 0
+	f := _finding("resources_missing", sprintf(
+		"inference resources lack %s; %s requires cpu and memory requests and limits (set spec.inference.resources)",
+		[concat(", ", missing), env],
+	))
+}
+
+_quantity(x) if {
+	is_number(x)
+	x > 0
+}
+
+_quantity(x) if _non_empty_string(x)
+
+findings contains f if {
+	is_object(model)
+	autoscaling := object.get(spec, ["inference", "autoscaling"], null)
+	not _switched_on(autoscaling)
+	f := _finding("autoscaling_missing", sprintf(
+		"inference autoscaling is %s; %s recommends it (set spec.inference.autoscaling with minReplicas and maxReplicas)",
+		[_section_state(autoscaling), env],
+	))
+}
+
+_non_empty_object(x) if {
+	is_object(x)
+	count(x) > 0
+}
+
+# p99 latency against the serving version's: more than max_latency_ratio times slower warns.
+findings contains f if {
+	now := spec.inference.latency_p99_ms
+	before := spec.serving.latency_p99_ms
+	is_number(now)
+	is_number(before)
+	before > 0
+	lib.exceeds(now, before * gov.max_latency_ratio)
+	f := _finding("latency_regression", sprintf(
+		"p99 latency %s ms is %s times the serving version %s (%s ms) in %s; the maximum ratio is %s (make the model faster or raise governance.max_latency_ratio)",
+		[lib.fmt(now), lib.fmt(now / before), _serving_version, lib.fmt(before), env, lib.fmt(gov.max_latency_ratio)],
+	))
+}
+
+# --- monitoring and explainability ------------------------------------------------------------
+
+findings contains f if {
+	is_object(model)
+	enabled := object.get(spec, ["monitoring", "enabled"], null)
+	enabled != true
+	f := _finding("monitoring_disabled", sprintf(
+		"monitoring is not enabled (spec.monitoring.enabled is %s); %s requires continuous monitoring (set spec.monitoring.enabled: true)",
+		[_observed(enabled), env],
+	))
+}
+
+# Recommendations: a drift detection and an alerting section that is not switched off.
+findings contains f if {
+	is_object(model)
+	some part, what in {"drift_detection": "drift detection", "alerting": "alerting"}
+	section := object.get(spec, ["monitoring", part], null)
+	not _switched_on(section)
+	f := _finding(concat("_", ["monitoring", part]), sprintf(
+		"monitoring has no %s (spec.monitoring.%s is %s); %s recommends it",
+		[what, part, _section_state(section), env],
+	))
+}
+
+# A section counts when it says something and is not switched off (`enabled: false`).
+_switched_on(section) if {
+	_non_empty_object(section)
+	object.get(section, "enabled", true) != false
+}
+
+_section_state(section) := "absent" if section == null
+
+else := "disabled" if object.get(_object_or_empty(section), "enabled", true) == false
+
+else := "empty"
+
+findings contains f if {
+	is_object(model)
+	method := object.get(spec, ["explainability", "method"], null)
+	not _non_empty_string(method)
+	f := _finding("explainability_missing", sprintf(
+		"no explainability method recorded (spec.explainability.method is %s); %s recommends one (e.g. shap, lime, feature importance)",
+		[_observed(method), env],
+	))
+}
+
+# --- training data quantity -------------------------------------------------------------------
+
+# _whole(x) renders a count: "1500000", never "1.5e+06".
+_whole(x) := format_int(round(x), 10)
+
+_samples := object.get(spec, ["training", "samples"], null)
+
+findings contains f if {
+	is_object(model)
+	not is_number(_samples)
+	f := _finding("training_samples_missing", sprintf(
+		"no training sample count recorded (spec.training.samples is %s); %s recommends at least %s (log the training dataset with mlflow.log_input)",
+		[_observed(_samples), env, _whole(gov.recommended_training_samples)],
+	))
+}
+
+findings contains f if {
+	is_number(_samples)
+	_samples < gov.min_training_samples
+	f := _finding("training_samples", sprintf(
+		"training sample count %s is below the minimum %s for %s; train on more data",
+		[_whole(_samples), _whole(gov.min_training_samples), env],
+	))
+}
+
+findings contains f if {
+	is_number(_samples)
+	_samples >= gov.min_training_samples
+	_samples < gov.recommended_training_samples
+	f := _finding("training_samples_low", sprintf(
+		"training sample count %s is below the recommended %s for %s; consider training on more data",
+		[_whole(_samples), _whole(gov.recommended_training_samples), env],
+	))
+}
+
+# --- known-vulnerable dependency versions -----------------------------------------------------
+#
+# governance.vulnerable_dependencies lists {"name": PACKAGE, "specifier": RANGE}: RANGE is
+# comma-separated clauses (==, !=, <, <=, >, >= and a numeric version), all of which must hold;
+# "" means every version. A dependency is judged by the lowest version it admits: its pinned
+# version, else the version of its first ==, ===, >= or ~= clause; one without a lower bound
+# cannot be judged (the pinning check covers it). Versions compare by their release numbers,
+# one by one, padded with zeros ("1.8" is 1.8.0, 1.10 is above 1.9); pre-release, post-release
+# and local tags are ignored ("2.0.0rc1" and "2.0.0+cu121" count as 2.0.0).
+
+findings contains f if {
+	some dep in _dependencies
+	name := _normalised(object.get(dep, "name", ""))
+	some advisory in gov.vulnerable_dependencies
+	is_object(advisory)
+	_normalised(object.get(advisory, "name", "")) == name
+	range := object.get(advisory, "specifier", "")
+	is_string(range)
+	admitted := _admitted(dep, range)
+	f := _finding("vulnerable_dependency", sprintf(
+		"dependency %s admits %s, a known-vulnerable version (%s%s) in %s; require a fixed version and confirm with a vulnerability scanner",
+		[object.get(dep, "requirement", name), admitted, name, range, env],
+	))
+}
+
+# A malformed entry would silently match nothing: it is a deny, like a missing threshold.
+deny contains msg if {
+	some advisory in gov.vulnerable_dependencies
+	not _valid_advisory(advisory)
+	msg := sprintf(
+		"policy data for %s: governance.vulnerable_dependencies entry %s needs a name and a specifier of ==, !=, <, <=, >, >= clauses with numeric versions",
+		[env, json.marshal(advisory)],
+	)
+}
+
+_valid_advisory(advisory) if {
+	is_object(advisory)
+	_non_empty_string(object.get(advisory, "name", null))
+	range := object.get(advisory, "specifier", "")
+	is_string(range)
+	clauses := _clauses(range)
+	count([c | some c in clauses; _clause(c)]) == count(clauses)
+}
+
+_normalised(name) := replace(replace(lower(name), "_", "-"), ".", "-") if is_string(name)
+
+_admitted(dep, range) := "every version" if range == ""
+
+_admitted(dep, range) := version if {
+	range != ""
+	version := _lowest_version(dep)
+	_in_range(version, range)
+}
+
+_lowest_version(dep) := version if {
+	version := object.get(dep, "version", null)
+	_non_empty_string(version)
+} else := version if {
+	bounds := [trim_space(trim_left(c, "=>~")) |
+		some c in _clauses(object.get(dep, "specifier", ""))
+		_lower_bound(c)
+	]
+	version := bounds[0]
+}
+
+_lower_bound(clause) if startswith(clause, "==")
+
+_lower_bound(clause) if startswith(clause, ">=")
+
+_lower_bound(clause) if startswith(clause, "~=")
+
+_clauses(range) := [clause |
+	some part in split(range, ",")
+	clause := trim_space(part)
+	clause != ""
+]
+
+_clause(clause) := {"op": op, "version": version} if {
+	# Longest operators first, so that "<=1.0" is not read as "<" and "=1.0". The list is
+	# inline: regorus, evaluating a whole package spread over several modules, saw a rule
+	# referenced from here as undefined (OPA does not).
+	op := [o | some o in ["===", "==", "!=", "<=", ">=", "<", ">"]; startswith(clause, o)][0]
+	version := trim_space(substring(clause, count(op), count(clause) - count(op)))
+	regex.match(`^[0-9]+(\.[0-9]+)*$`, version)
+}
+
+_in_range(version, range) if {
+	clauses := [c | some text in _clauses(range); c := _clause(text)]
+	count(clauses) > 0
+	admitted := _release(version)
+	failing := [c | some c in clauses; not _holds(_compare(admitted, _release(c.version)), c.op)]
+	count(failing) == 0
+}
+
+_holds(cmp, "===") if cmp == 0
+
+_holds(cmp, "==") if cmp == 0
+
+_holds(cmp, "!=") if cmp != 0
+
+_holds(cmp, "<") if cmp < 0
+
+_holds(cmp, "<=") if cmp <= 0
+
+_holds(cmp, ">") if cmp > 0
+
+_holds(cmp, ">=") if cmp >= 0
+
+# _release(version) is the leading release numbers: "2.0.0rc1" -> [2, 0, 0], "1.08" -> [1, 8].
+# Undefined for a version without leading numbers or with an epoch ("1!2.0").
+_release(version) := [to_number(_without_leading_zeros(part)) | some part in split(release, ".")] if {
+	not contains(version, "!")
+	release := regex.find_n(`^[0-9]+(\.[0-9]+)*`, trim_space(version), 1)[0]
+}
+
+# to_number rejects "08" in OPA (it parses JSON numbers), so zeros are trimmed first.
+_without_leading_zeros(digits) := trimmed if {
+	trimmed := trim_left(digits, "0")
+	trimmed != ""
+} else := "0"
+
+# _compare(a, b) is -1, 0 or 1 for two release number lists, the shorter padded with zeros.
+_compare(a, b) := 0 if {
+	count([i | some i in _positions(a, b); _at(a, i) != _at(b, i)]) == 0
+} else := sign if {
+	first := min([i | some i in _positions(a, b); _at(a, i) != _at(b, i)])
+	sign := {true: -1, false: 1}[_at(a, first) < _at(b, first)]
+}
+
+_positions(a, b) := numbers.range(0, max([count(a), count(b)]) - 1)
+
+_at(xs, i) := x if {
+	x := xs[i]
+} else := 0
+
+# --- requirements: can the target install and load the model? ----------------------------
+# input.requirements is computed in Python before any build (mlflow_ztml/requirements.py):
+# {"runtime", "target": "image" | "local", "status", "sources", "verified",
+#  "findings": [{"check", "message", "requirement", "package"}]}. Each finding's message
+# already names the fix; this rule only decides its level, per environment, from
+# data.ztml.environments[ENV].requirements.enforcement (missing or unknown: deny):
+#   requirements_unsatisfiable      the build's indexes cannot serve a requirement
+#   requirements_flavor_package     the flavor loads with a package the target lacks
+#   requirements_index_unreachable  an index did not answer: requirements left unverified
+#   requirements_unchecked          the check was disabled or could not run
+# An input without `requirements` (a caller that did not check) has nothing to judge here.
+_requirements_checks := {
+	"requirements_unsatisfiable",
+	"requirements_flavor_package",
+	"requirements_index_unreachable",
+	"requirements_unchecked",
+}
+
+findings contains f if {
+	some item in object.get(input, ["requirements", "findings"], [])
+	check := _requirements_check(item)
+	settings := object.get(data.ztml.environments[env], "requirements", {})
+	f := {"check": check, "level": lib.level(settings, check), "message": _requirements_message(item)}
+}
+
+# An unknown check id is judged as the strictest known one, never dropped.
+_requirements_check(item) := item.check if {
+	item.check in _requirements_checks
+} else := "requirements_unsatisfiable"
+
+_requirements_message(item) := item.message if {
+	is_string(item.message)
+} else := "the requirements check reported a finding without a message"

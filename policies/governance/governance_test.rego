@@ -6,7 +6,7 @@ import data.ztml.governance
 good := {
 	"apiVersion": "mlifecycle.io/v1",
 	"kind": "ModelDeployment",
-	"metadata": {"name": "credit"},
+	"metadata": {"name": "credit", "labels": {"app": "credit", "version": "4", "team": "risk"}},
 	"spec": {
 		"model": {
 			"name": "credit",
@@ -14,6 +14,7 @@ good := {
 			"uri": "models:/credit/4",
 			"source": "s3://approved-data-models/1/abc/artifacts/model",
 			"run_id": "abc",
+			"experiment_id": "12",
 			"framework": "sklearn",
 			"flavors": ["python_function", "sklearn"],
 			"signature": {"inputs": "[{\"type\": \"double\", \"name\": \"income\"}]"},
@@ -31,7 +32,20 @@ good := {
 			{"name": "train", "digest": "d1", "source": "s3://approved-data-credit/train.parquet"},
 			{"name": "eval", "digest": "d2", "source": "gs://ml-datasets-credit/eval.parquet"},
 		],
-		"serving": {"version": "3", "metrics": {"accuracy": 0.95, "f1_score": 0.92}},
+		"serving": {"version": "3", "metrics": {"accuracy": 0.95, "f1_score": 0.92}, "latency_p99_ms": 30},
+		"training": {"samples": 25000},
+		"inference": {
+			"replicas": 2,
+			"resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}},
+			"autoscaling": {"minReplicas": 2, "maxReplicas": 6},
+			"latency_p99_ms": 40,
+		},
+		"monitoring": {
+			"enabled": true,
+			"drift_detection": {"enabled": true, "threshold": 0.3},
+			"alerting": {"enabled": true, "channels": ["pagerduty"]},
+		},
+		"explainability": {"method": "shap"},
 	},
 }
 
@@ -106,10 +120,20 @@ test_no_environment_data_at_all_is_denied if {
 test_findings_carry_check_and_level if {
 	manifest := unserved({"metrics": {"accuracy": 0.5}})
 	found := governance.findings with input as {"environment": "production", "manifest": manifest}
-	found == {{
+	{f | some f in found; f.level != "off"} == {{
 		"check": "metrics",
 		"level": "deny",
 		"message": "accuracy 0.5000 is below the minimum 0.8500 for production",
+	}}
+}
+
+# A check switched off still shows up in findings (level "off"), never in deny or warn.
+test_findings_keep_checks_that_are_off if {
+	found := governance.findings with input as {"environment": "production", "manifest": good}
+	found == {{
+		"check": "model_version_format",
+		"level": "off",
+		"message": "model version 4 is not semantic versioning (MAJOR.MINOR.PATCH); production requires it (MLflow versions are integers: set enforcement.model_version_format to off for registry models)",
 	}}
 }
 
@@ -405,4 +429,301 @@ test_every_violation_is_reported if {
 	result := decide(manifest, "production")
 	result.allow == false
 	count(result.deny) == 4
+}
+
+# --- sections carry metadata: only numbers are judged ------------------------------------------
+
+test_fairness_metadata_is_not_judged if {
+	manifest := with_spec({"fairness": {"evaluation_date": "2025-01-02", "protected_attributes": ["gender", "age_group"]}})
+	every env in ["local", "staging", "production"] {
+		decide(manifest, env) == {"allow": true, "deny": set(), "warn": set()}
+	}
+}
+
+test_drift_metadata_is_not_judged if {
+	manifest := with_spec({"drift": {"reference_dataset": "2024-12-baseline", "monitored_features": ["amount"], "last_evaluated": "2025-01-02"}})
+	every env in ["local", "staging", "production"] {
+		decide(manifest, env) == {"allow": true, "deny": set(), "warn": set()}
+	}
+}
+
+test_published_drift_score_is_judged if {
+	result := decide(with_spec({"drift": {"score": 0.45, "reference_dataset": "2024-06-baseline"}}), "staging")
+	denied_only_by(result, "drift score 0.4500 exceeds the maximum 0.3000 for staging")
+}
+
+# --- provenance: experiment and version -------------------------------------------------------
+
+test_missing_experiment_id_is_denied_in_staging_and_production if {
+	manifest := json.remove(good, ["spec/model/experiment_id"])
+	every env in ["staging", "production"] {
+		denied_only_by(decide(manifest, env), sprintf(
+			"model experiment_id is absent; %s requires the MLflow experiment that trained the model (set spec.model.experiment_id)",
+			[env],
+		))
+	}
+	local := decide(manifest, "local")
+	local.allow
+	local.warn == {"model experiment_id is absent; local requires the MLflow experiment that trained the model (set spec.model.experiment_id)"}
+}
+
+test_empty_experiment_id_is_denied if {
+	result := decide(with_model({"experiment_id": " "}), "production")
+	denied_only_by(result, "model experiment_id is \" \"; production requires the MLflow experiment that trained the model (set spec.model.experiment_id)")
+}
+
+test_missing_model_version_is_denied if {
+	result := decide(json.remove(good, ["spec/model/version"]), "production")
+	denied_only_by(result, "model version is absent; production requires one (set spec.model.version)")
+}
+
+test_semantic_versioning_applies_only_when_the_environment_asks if {
+	# MLflow versions are integers: off in every built-in environment
+	every env in ["local", "staging", "production"] {
+		decide(good, env).allow
+	}
+	strict := {"enforcement": {"model_version_format": "deny"}}
+	denied_only_by(decide_with(good, "staging", strict), "model version 4 is not semantic versioning (MAJOR.MINOR.PATCH); staging requires it (MLflow versions are integers: set enforcement.model_version_format to off for registry models)")
+	every version in ["2.1.0", "1.0.0-rc.1+build.5"] {
+		decide_with(with_model({"version": version}), "staging", strict).allow
+	}
+	not decide_with(with_model({"version": "2.1"}), "staging", strict).allow
+}
+
+test_required_labels_are_data if {
+	unlabelled := json.remove(good, ["metadata/labels/team"])
+
+	# the published app, version and team are listed, but enforcement is off by default
+	decide(unlabelled, "production").allow
+	result := decide_with(unlabelled, "production", {"enforcement": {"required_labels": "deny"}})
+	denied_only_by(result, "manifest lacks the labels team; production requires app, team, version (set metadata.labels)")
+	custom := decide_with(good, "staging", {"required_labels": ["owner"], "enforcement": {"required_labels": "warn"}})
+	custom.allow
+	custom.warn == {"manifest lacks the labels owner; staging requires owner (set metadata.labels)"}
+}
+
+# --- inference: resources, autoscaling, latency ---------------------------------------------------
+
+test_missing_resources_are_denied if {
+	result := decide(json.remove(good, ["spec/inference/resources"]), "production")
+	denied_only_by(result, "inference resources lack requests.cpu, requests.memory, limits.cpu, limits.memory; production requires cpu and memory requests and limits (set spec.inference.resources)")
+}
+
+test_missing_memory_limit_is_denied if {
+	result := decide(json.remove(good, ["spec/inference/resources/limits/memory"]), "staging")
+	denied_only_by(result, "inference resources lack limits.memory; staging requires cpu and memory requests and limits (set spec.inference.resources)")
+}
+
+test_missing_resources_warn_locally if {
+	result := decide(json.remove(good, ["spec/inference/resources/requests"]), "local")
+	result.allow
+	result.warn == {"inference resources lack requests.cpu, requests.memory; local requires cpu and memory requests and limits (set spec.inference.resources)"}
+}
+
+test_missing_autoscaling_warns if {
+	manifest := json.remove(good, ["spec/inference/autoscaling"])
+	result := decide(manifest, "staging")
+	result.allow
+	result.warn == {"inference autoscaling is absent; staging recommends it (set spec.inference.autoscaling with minReplicas and maxReplicas)"}
+	decide(manifest, "local") == {"allow": true, "deny": set(), "warn": set()}
+}
+
+test_latency_regression_warns if {
+	result := decide(with_spec({"inference": {"latency_p99_ms": 60}}), "production")
+	result.allow
+	result.warn == {"p99 latency 60.0000 ms is 2.0000 times the serving version 3 (30.0000 ms) in production; the maximum ratio is 1.5000 (make the model faster or raise governance.max_latency_ratio)"}
+}
+
+test_latency_at_the_ratio_is_allowed if {
+	decide(with_spec({"inference": {"latency_p99_ms": 45}}), "production") == {"allow": true, "deny": set(), "warn": set()}
+}
+
+test_latency_ratio_comes_from_data if {
+	result := decide_with(with_spec({"inference": {"latency_p99_ms": 60}}), "production", {"max_latency_ratio": 2.5})
+	result == {"allow": true, "deny": set(), "warn": set()}
+}
+
+test_latency_without_a_serving_latency_is_not_judged if {
+	manifest := json.remove(with_spec({"inference": {"latency_p99_ms": 600}}), ["spec/serving/latency_p99_ms"])
+	decide(manifest, "production") == {"allow": true, "deny": set(), "warn": set()}
+}
+
+# --- monitoring and explainability --------------------------------------------------------------
+
+test_disabled_monitoring_is_denied if {
+	result := decide(with_spec({"monitoring": {"enabled": false}}), "production")
+	denied_only_by(result, "monitoring is not enabled (spec.monitoring.enabled is false); production requires continuous monitoring (set spec.monitoring.enabled: true)")
+}
+
+test_missing_monitoring_is_denied_with_its_recommendations if {
+	result := decide(without("monitoring"), "staging")
+	denied_only_by(result, "monitoring is not enabled (spec.monitoring.enabled is absent); staging requires continuous monitoring (set spec.monitoring.enabled: true)")
+	result.warn == {
+		"monitoring has no drift detection (spec.monitoring.drift_detection is absent); staging recommends it",
+		"monitoring has no alerting (spec.monitoring.alerting is absent); staging recommends it",
+	}
+}
+
+test_missing_monitoring_warns_locally if {
+	result := decide(without("monitoring"), "local")
+	result.allow
+	result.warn == {"monitoring is not enabled (spec.monitoring.enabled is absent); local requires continuous monitoring (set spec.monitoring.enabled: true)"}
+}
+
+test_switched_off_drift_detection_and_alerting_warn if {
+	manifest := json.patch(good, [
+		{"op": "replace", "path": "/spec/monitoring/drift_detection", "value": {"enabled": false}},
+		{"op": "replace", "path": "/spec/monitoring/alerting", "value": {}},
+	])
+	result := decide(manifest, "production")
+	result.allow
+	result.warn == {
+		"monitoring has no drift detection (spec.monitoring.drift_detection is disabled); production recommends it",
+		"monitoring has no alerting (spec.monitoring.alerting is empty); production recommends it",
+	}
+}
+
+test_explainability_is_recommended if {
+	manifest := without("explainability")
+	result := decide(manifest, "staging")
+	result.allow
+	result.warn == {"no explainability method recorded (spec.explainability.method is absent); staging recommends one (e.g. shap, lime, feature importance)"}
+	decide(manifest, "local") == {"allow": true, "deny": set(), "warn": set()}
+}
+
+# --- training data quantity ---------------------------------------------------------------------
+
+test_too_few_training_samples_are_denied if {
+	manifest := with_spec({"training": {"samples": 60}})
+	every env in ["staging", "production"] {
+		denied_only_by(decide(manifest, env), sprintf("training sample count 60 is below the minimum 100 for %s; train on more data", [env]))
+	}
+	local := decide(manifest, "local")
+	local.allow
+	local.warn == {"training sample count 60 is below the minimum 100 for local; train on more data"}
+}
+
+test_few_training_samples_warn if {
+	manifest := with_spec({"training": {"samples": 999}})
+	result := decide(manifest, "staging")
+	result.allow
+	result.warn == {"training sample count 999 is below the recommended 1000 for staging; consider training on more data"}
+	decide(with_spec({"training": {"samples": 1000}}), "staging").warn == set()
+	decide(with_spec({"training": {"samples": 100}}), "production").allow
+}
+
+test_missing_training_samples_warn if {
+	result := decide(without("training"), "production")
+	result.allow
+	result.warn == {"no training sample count recorded (spec.training.samples is absent); production recommends at least 1000 (log the training dataset with mlflow.log_input)"}
+	decide(with_spec({"training": {"samples": "many"}}), "production").warn == {"no training sample count recorded (spec.training.samples is \"many\"); production recommends at least 1000 (log the training dataset with mlflow.log_input)"}
+}
+
+test_training_sample_thresholds_come_from_data if {
+	result := decide_with(with_spec({"training": {"samples": 1500000}}), "production", {"min_training_samples": 2000000})
+	denied_only_by(result, "training sample count 1500000 is below the minimum 2000000 for production; train on more data")
+}
+
+# --- known-vulnerable dependency versions -------------------------------------------------------
+
+vulnerable(range) := {"vulnerable_dependencies": [{"name": "scikit-learn", "specifier": range}]}
+
+test_known_vulnerable_pin_warns if {
+	dep := {"name": "torch", "specifier": "==1.8.1", "pinned": true, "version": "1.8.1", "requirement": "torch==1.8.1"}
+	result := decide(with_dependency(dep), "production")
+	result.allow
+	result.warn == {"dependency torch==1.8.1 admits 1.8.1, a known-vulnerable version (torch==1.8.1) in production; require a fixed version and confirm with a vulnerability scanner"}
+}
+
+test_a_lower_bound_admitting_a_vulnerable_version_warns if {
+	dep := {"name": "NumPy", "specifier": ">=1.18", "requirement": "NumPy>=1.18"}
+	result := decide(with_dependency(dep), "local")
+	result.warn == {"dependency NumPy>=1.18 admits 1.18, a known-vulnerable version (numpy==1.18.0) in local; require a fixed version and confirm with a vulnerability scanner"}
+}
+
+test_local_version_labels_compare_by_release if {
+	dep := {"name": "torch", "specifier": "==1.8.0+cu111", "requirement": "torch==1.8.0+cu111"}
+	count(decide(with_dependency(dep), "local").warn) == 1
+}
+
+test_safe_versions_do_not_warn if {
+	every requirement in ["torch>=2.0.0", "torch==1.8.2", "torch~=1.9", "torch", "torch<2", "tensorflow==2.3.1", "numpy==1.18.0.1"] {
+		parts := regex.find_n(`^[a-z]+`, requirement, 1)
+		dep := {"name": parts[0], "specifier": substring(requirement, count(parts[0]), -1), "requirement": requirement}
+		decide(with_dependency(dep), "local") == {"allow": true, "deny": set(), "warn": set()}
+	}
+}
+
+test_vulnerable_ranges_are_data_and_compare_numerically if {
+	# good pins scikit-learn==1.9.1
+	hit := decide_with(good, "production", vulnerable(">=1.5, <1.9.2"))
+	hit.allow
+	hit.warn == {"dependency scikit-learn==1.9.1 admits 1.9.1, a known-vulnerable version (scikit-learn>=1.5, <1.9.2) in production; require a fixed version and confirm with a vulnerability scanner"}
+
+	# 1.9.1 is below 1.10 as versions, though not as strings
+	every range in ["<1.9.1", ">=1.10", "!=1.9.1", "==1.9", ">1.9.1", "<=1.9.0"] {
+		decide_with(good, "production", vulnerable(range)).warn == set()
+	}
+	every range in ["<=1.9.1", ">1.9", "==1.9.1", "!=1.9.0", ">=1.9.1,<1.10"] {
+		count(decide_with(good, "production", vulnerable(range)).warn) == 1
+	}
+}
+
+test_an_empty_range_means_every_version if {
+	result := decide_with(good, "production", {"vulnerable_dependencies": [{"name": "Skops", "specifier": ""}]})
+	result.warn == {"dependency skops===0.16.0 admits every version, a known-vulnerable version (skops) in production; require a fixed version and confirm with a vulnerability scanner"}
+}
+
+test_malformed_vulnerability_data_is_denied if {
+	every entry in [{"name": "torch", "specifier": "~=1.8"}, {"name": "torch", "specifier": "==1.8.*"}, {"specifier": "==1.0"}] {
+		result := decide_with(good, "production", {"vulnerable_dependencies": [entry]})
+		denied_only_by(result, sprintf(
+			"policy data for production: governance.vulnerable_dependencies entry %s needs a name and a specifier of ==, !=, <, <=, >, >= clauses with numeric versions",
+			[json.marshal(entry)],
+		))
+	}
+}
+
+# --- the published allowlists and data sources --------------------------------------------------
+
+test_published_packages_are_allowed if {
+	every name in ["fastapi", "uvicorn", "pydantic", "onnx", "onnxruntime", "torch", "torchvision", "torchaudio", "sklearn", "keras", "catboost"] {
+		dep := {"name": name, "specifier": "==1.0.0", "requirement": concat("", [name, "==1.0.0"])}
+		decide(with_dependency(dep), "production").allow
+	}
+}
+
+published_source(location) := json.patch(good, [{"op": "add", "path": "/spec/data_sources/-", "value": {"source": location, "approved": true}}])
+
+test_self_declared_approval_decides_nothing if {
+	result := decide(published_source("transactions-prod"), "staging")
+	denied_only_by(result, "data source unnamed (transactions-prod) is outside the approved prefixes for staging: gs://ml-datasets-, s3://approved-data-")
+}
+
+test_approved_source_names_come_from_data if {
+	approved := {"approved_data_sources": ["transactions-prod"]}
+	decide_with(published_source("transactions-prod"), "staging", approved).allow
+
+	# a name, not a prefix
+	result := decide_with(published_source("transactions-prod-copy"), "staging", approved)
+	denied_only_by(result, "data source unnamed (transactions-prod-copy) is outside the approved prefixes for staging: gs://ml-datasets-, s3://approved-data- (approved sources: transactions-prod)")
+}
+
+test_regression_against_an_unnumbered_serving_version if {
+	manifest := json.remove(with_spec({"serving": {"metrics": {"accuracy": 0.96}}}), ["spec/serving/version"])
+	denied_only_by(decide(manifest, "production"), "accuracy 0.9300 is 0.0300 below the serving version (unnumbered) (0.9600) in production; the maximum drop is 0.0200")
+}
+
+test_dependencies_that_are_not_a_list_count_as_none if {
+	manifest := json.patch(good, [{"op": "replace", "path": "/spec/dependencies", "value": "torch>=2.0.0"}])
+	denied_only_by(decide(manifest, "production"), "no dependencies recorded for the model (requirements.txt); production requires them")
+	decide(manifest, "local").warn == {"no dependencies recorded for the model (requirements.txt); local requires them"}
+}
+
+test_vulnerability_entries_that_are_not_objects_are_denied if {
+	result := decide_with(good, "staging", {"vulnerable_dependencies": ["torch==1.8.0", {"name": 5, "specifier": ""}]})
+	result.deny == {
+		"policy data for staging: governance.vulnerable_dependencies entry \"torch==1.8.0\" needs a name and a specifier of ==, !=, <, <=, >, >= clauses with numeric versions",
+		"policy data for staging: governance.vulnerable_dependencies entry {\"name\":5,\"specifier\":\"\"} needs a name and a specifier of ==, !=, <, <=, >, >= clauses with numeric versions",
+	}
 }

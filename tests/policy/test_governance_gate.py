@@ -5,16 +5,28 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from click.testing import CliRunner
 
 from mlflow_ztml import gate
+from mlflow_ztml.cli import main
 from mlflow_ztml.config import PolicyConfig
-from mlflow_ztml.manifest import ModelDeployment
+from mlflow_ztml.manifest import ModelDeployment, from_dict
 from mlflow_ztml.policy.bundle import PolicyBundle, load_bundle
 from mlflow_ztml.policy.engine import Decision, UnavailableEngine, make_engine
 from mlflow_ztml.policy.regorus import RegorusEngine
-from tests.policy.manifests import CASES, manifest
+from tests.policy.manifests import (
+    CASES,
+    PUBLISHED_INVALID,
+    PUBLISHED_SOURCE,
+    manifest,
+    published_valid,
+)
+
+ENVIRONMENTS = ("local", "staging", "production")
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -243,3 +255,111 @@ def test_manifest_round_trip_keeps_decisions(regorus_engine: RegorusEngine) -> N
     document, environment, deny, _ = CASES["high-drift"]
     again = ModelDeployment.model_validate(document.to_dict())
     assert gate.evaluate(again, environment, regorus_engine).deny == sorted(deny)
+
+
+# --- the published format through `ztml gate -f` -------------------------------------------
+
+
+def _gate_file(document: dict[str, Any], directory: Path, environment: str) -> dict[str, Any]:
+    """`ztml gate -f FILE --env ENV --format json` run in `directory` (its ztml.yaml applies)."""
+    path = directory / "manifest.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    result = CliRunner().invoke(
+        main, ["gate", "-f", str(path), "--env", environment, "--format", "json"]
+    )
+    assert result.exit_code in (0, 1), result.output
+    payload = json.loads(result.stdout)
+    assert result.exit_code == (0 if payload["allow"] else 1)
+    return payload
+
+
+def _approve_in_staging(directory: Path) -> None:
+    """A ztml.yaml that approves the published table source (a name, not a prefix) in staging."""
+    governance = {"approved_data_sources": [PUBLISHED_SOURCE]}
+    config = {"environments": {"staging": {"policy": {"governance": governance}}}}
+    (directory / "ztml.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+
+
+@pytest.fixture
+def approving(make_settings, tmp_path: Path) -> Path:
+    make_settings()  # isolates the environment (no ZTML_* variables) and enters tmp_path
+    _approve_in_staging(tmp_path)
+    return tmp_path
+
+
+def test_published_valid_manifest_is_allowed_in_staging_once_its_sources_are_approved(
+    make_settings, tmp_path: Path
+) -> None:
+    make_settings()
+    unapproved = _gate_file(published_valid(), tmp_path, "staging")
+    assert unapproved["deny"] == [
+        f"data source unnamed ({PUBLISHED_SOURCE}) is outside the approved prefixes for "
+        "staging: gs://ml-datasets-, s3://approved-data-"
+    ]
+    _approve_in_staging(tmp_path)
+    approved = _gate_file(published_valid(), tmp_path, "staging")
+    assert approved["allow"] is True and approved["deny"] == []
+    # only what ztml adds on top of the published rules warns: ranges instead of pins, and
+    # no signature (a hand-written manifest has none)
+    requirements = published_valid()["spec"]["dependencies"]
+    assert approved["warn"] == sorted(
+        [
+            f"dependency {r.split('>=')[0]} is not pinned to an exact version ({r}); "
+            "staging requires =="
+            for r in requirements
+        ]
+        + [
+            "model has no signature; staging requires one (log the model with a signature or "
+            "an input example)"
+        ]
+    )
+
+
+def test_production_is_deliberately_stricter_than_the_published_rules(approving: Path) -> None:
+    """Exact pins and a signature: the only reasons production refuses the valid example
+    (besides its data sources, which only staging's ztml.yaml approves here)."""
+    decision = _gate_file(published_valid(), approving, "production")
+    requirements = published_valid()["spec"]["dependencies"]
+    assert decision["deny"] == sorted(
+        [
+            f"data source unnamed ({PUBLISHED_SOURCE}) is outside the approved prefixes for "
+            "production: gs://ml-datasets-, s3://approved-data-"
+        ]
+        + [
+            f"dependency {r.split('>=')[0]} is not pinned to an exact version ({r}); "
+            "production requires =="
+            for r in requirements
+        ]
+        + [
+            "model has no signature; production requires one (log the model with a signature "
+            "or an input example)"
+        ]
+    )
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_INVALID))
+def test_each_published_invalid_manifest_is_denied_for_its_own_reason_everywhere(
+    name: str, approving: Path
+) -> None:
+    document, reasons = PUBLISHED_INVALID[name]
+    for environment in ENVIRONMENTS:
+        own = {reason.format(env=environment) for reason in reasons}
+        decision = _gate_file(document, approving, environment)
+        assert decision["allow"] is False, environment
+        assert own <= set(decision["deny"]), (environment, decision["deny"])
+    # locally nothing else denies: the defect alone decides
+    assert _gate_file(document, approving, "local")["deny"] == sorted(
+        reason.format(env="local") for reason in reasons
+    )
+
+
+def test_published_format_and_canonical_form_get_the_same_decision(
+    regorus_engine: RegorusEngine,
+) -> None:
+    """What the gate judged is what `ztml manifest` writes: the canonical form decides alike."""
+    published = from_dict(published_valid())
+    canonical = from_dict(published.to_dict())
+    for environment in ENVIRONMENTS:
+        assert gate.evaluate(published, environment, regorus_engine) == gate.evaluate(
+            canonical, environment, regorus_engine
+        )

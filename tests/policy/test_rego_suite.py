@@ -38,6 +38,21 @@ def test_every_governance_check_has_a_test(default_bundle) -> None:
         "signature": "model has no signature",
         "regression": "below the serving version",
         "insecure_uri": "uses an insecure scheme",
+        "experiment_missing": "model experiment_id is absent",
+        "model_version_missing": "model version is absent",
+        "model_version_format": "is not semantic versioning",
+        "required_labels": "manifest lacks the labels",
+        "resources_missing": "inference resources lack",
+        "autoscaling_missing": "inference autoscaling is absent",
+        "latency_regression": "p99 latency 60.0000 ms",
+        "monitoring_disabled": "monitoring is not enabled",
+        "monitoring_drift_detection": "monitoring has no drift detection",
+        "monitoring_alerting": "monitoring has no alerting",
+        "explainability_missing": "no explainability method recorded",
+        "training_samples_missing": "no training sample count recorded",
+        "training_samples": "is below the minimum 100",
+        "training_samples_low": "is below the recommended 1000",
+        "vulnerable_dependency": "a known-vulnerable version",
     }
     assert set(checks) == set(keywords)
     missing = [check for check, text in keywords.items() if text not in tests]
