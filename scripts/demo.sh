@@ -65,7 +65,7 @@ set +e
 "$BIN/mlflow" deployments update -t ztml --name demo -m "models:/$MODEL/$V2" 2>"$DEMO/update-v$V2.err"
 STATUS=$?
 set -e
-grep -E '^\s+- |rejected' "$DEMO/update-v$V2.err" || tail -5 "$DEMO/update-v$V2.err"
+grep -E '^\s+[0-9]+\. |rejected' "$DEMO/update-v$V2.err" || tail -5 "$DEMO/update-v$V2.err"
 if [ "$STATUS" -eq 0 ]; then
   echo "expected the update to v$V2 to be rejected" >&2
   exit 1
