@@ -52,7 +52,7 @@ from serving.context import RequestContext
 from serving.data import Columns, ModelInput
 from serving.errors import InvalidInput, ModelError, ServingError
 from serving.model import ServedModel
-from serving.runner import Runner
+from serving.runner import Runner, model_failure
 from serving.signature import InputSchema
 
 log = logging.getLogger("serving.published")
@@ -314,17 +314,7 @@ class PublishedContract:
         except ServingError:
             raise
         except Exception as exc:
-            log.error(
-                "model error: %s: %s",
-                type(exc).__name__,
-                exc,
-                exc_info=exc,
-                extra={"request_id": ctx.request_id},
-            )
-            text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            raise ModelError(
-                f"the model failed: {type(exc).__name__}{': ' + text if text else ''}"
-            ) from None
+            raise model_failure(exc, ctx) from None
 
     async def predict(
         self, payload: Any, model: ServedModel, runner: Runner, ctx: RequestContext

@@ -107,22 +107,26 @@ class Runner:
                     f"the model's signature refuses the input: {text[:500]}",
                     field="params" if params and "param" in text.lower() else None,
                 ) from None
-            log.error(
-                "model error: %s: %s",
-                type(exc).__name__,
-                exc,
-                exc_info=exc,
-                extra={"request_id": ctx.request_id},
-            )
-            text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            raise ModelError(
-                f"the model failed: {type(exc).__name__}{': ' + text if text else ''}"
-            ) from None
+            raise model_failure(exc, ctx) from None
 
     async def stop(self) -> None:
         if self.batcher is not None:
             await self.batcher.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def model_failure(exc: Exception, ctx: RequestContext) -> ModelError:
+    """Log a model's own exception in full (server side) and return the short 500 the caller
+    sees: the type and the first line of the message, never the traceback."""
+    log.error(
+        "model error: %s: %s",
+        type(exc).__name__,
+        exc,
+        exc_info=exc,
+        extra={"request_id": ctx.request_id},
+    )
+    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    return ModelError(f"the model failed: {type(exc).__name__}{': ' + text if text else ''}")
 
 
 def _refused_by_mlflow(exc: Exception) -> bool:

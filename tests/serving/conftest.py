@@ -165,6 +165,20 @@ class Server:
         self._log.close()
 
 
+@contextlib.contextmanager
+def running(
+    specs: dict[str, tuple[Path, dict[str, str]]], tmp: Path
+) -> Iterator[dict[str, Server]]:
+    """Start one server per spec (model dir, env) in parallel, wait for all, stop them after."""
+    started = {name: Server(name, str(path), tmp, env) for name, (path, env) in specs.items()}
+    try:
+        wait_ready(list(started.values()))
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+
+
 def wait_ready(servers: list[Server], timeout: float = 120) -> None:
     """Poll all servers together until each answers /ready with 200."""
     deadline = time.monotonic() + timeout
@@ -339,13 +353,8 @@ def servers(model_dirs: dict[str, Path], tmp_path_factory) -> Iterator[dict[str,
         ),
         "drain": (model_dirs["echo"], {"SERVING_REQUEST_TIMEOUT_SECONDS": "10"}),
     }
-    started = {name: Server(name, str(path), tmp, env) for name, (path, env) in specs.items()}
-    try:
-        wait_ready(list(started.values()))
+    with running(specs, tmp) as started:
         yield started
-    finally:
-        for server in started.values():
-            server.stop()
 
 
 @pytest.fixture(scope="session")

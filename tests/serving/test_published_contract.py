@@ -20,7 +20,7 @@ import pytest
 from serving.config import load_settings
 from serving.errors import ModelError
 from serving.published import probabilities, shape_predictions
-from tests.serving.conftest import Server, wait_ready
+from tests.serving.conftest import Server, running
 
 pytestmark = pytest.mark.slow
 
@@ -68,13 +68,8 @@ def published(
         ),
         "reg": (regressor_dir, MLIFECYCLE),
     }
-    started = {name: Server(name, str(path), tmp, env) for name, (path, env) in specs.items()}
-    try:
-        wait_ready(list(started.values()))
+    with running(specs, tmp) as started:
         yield started
-    finally:
-        for server in started.values():
-            server.stop()
 
 
 @pytest.fixture(scope="module")
