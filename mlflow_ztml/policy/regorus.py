@@ -10,8 +10,15 @@ drops its own engines of dead RegorusEngines the next time it prepares one, or w
 exits. The constructor prepares the calling thread's engine, so a policy that does not
 parse is known before the first decision.
 
-Fail closed: a parse error while preparing, or a compile/evaluation error while deciding,
-is a Decision with `allow=False` carrying regorus' message; `decide` never raises.
+Decisions identical to OPA's: every engine is prepared through `compat` (see
+docs/rego-divergences.md): the builtins where regorus answers differently are overridden
+with OPA's behaviour, arithmetic is rewritten to OPA's, and a construct regorus cannot
+evaluate as OPA does is refused with its file and line (as is an input holding an integer
+beyond 64 bits).
+
+Fail closed: a parse error or a refused construct while preparing, or a compile/evaluation
+error while deciding, is a Decision with `allow=False` carrying the message; `decide` never
+raises.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Any
 import regorus
 
 from mlflow_ztml.errors import PolicyError
+from mlflow_ztml.policy import compat
 from mlflow_ztml.policy.bundle import PolicyBundle
 from mlflow_ztml.policy.engine import Decision, check_package, decision_from_document
 
@@ -49,13 +57,16 @@ def clean_error(exc: BaseException) -> str:
 
 
 def prepare(modules: Mapping[str, str], data: Mapping[str, Any] | str) -> regorus.Engine:
-    """A regorus Engine holding `modules` and `data` (a document or its JSON text).
+    """A regorus Engine holding `modules` and `data` (a document or its JSON text), with
+    OPA's behaviour installed (compat).
 
-    Raises PolicyError naming the module that does not parse. The engine may only be used
-    by the calling thread.
+    Raises PolicyError naming the module that does not parse, RegoDivergenceError listing
+    the constructs it refuses. The engine may only be used by the calling thread.
     """
+    prepared = compat.prepare_modules(modules)
     engine = regorus.Engine()
-    for module_id, source in modules.items():
+    compat.install(engine)
+    for module_id, source in prepared.items():
         try:
             engine.add_policy(module_id, source)
         except Exception as exc:  # regorus raises RuntimeError/ValueError for parse errors
@@ -118,6 +129,7 @@ class RegorusEngine:
             payload = json.dumps(input, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise PolicyError(f"policy input is not JSON-serialisable: {exc}") from exc
+        compat.check_input(input)
         engine = self._engine()
         try:
             engine.set_input_json(payload)

@@ -71,9 +71,12 @@ def test_a_failing_test_is_reported_as_failing(policy_copy: Path) -> None:
         "}\n",
         encoding="utf-8",
     )
-    results = {r.name: r for r in run_policy_tests(policy_copy)}
+    # regorus only: OPA refuses the whole bundle for the undefined function, so under it
+    # every test fails (the cross-check in test_opa_crosscheck.py covers both engines).
+    results = {r.name: r for r in run_policy_tests(policy_copy, engines=("regorus",))}
     wrong = results["test_deliberately_wrong"]
-    assert not wrong.passed and wrong.error == "test evaluated to undefined"
+    assert not wrong.passed and not wrong.disagreement
+    assert {v.error for v in wrong.verdicts} == {"test evaluated to undefined"}
     erroring = results["test_deliberately_erroring"]
     assert not erroring.passed and "no_such_function" in (erroring.error or "")
     assert results["test_good_manifest_is_allowed_everywhere"].passed
@@ -86,6 +89,19 @@ def test_a_module_that_does_not_parse_fails_every_test(policy_copy: Path) -> Non
     results = run_policy_tests(policy_copy)
     assert results and not any(r.passed for r in results)
     assert all("governance/governance.rego" in (r.error or "") for r in results)
+
+
+def test_a_construct_regorus_cannot_evaluate_like_opa_fails_with_file_and_line(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "p_test.rego").write_text(
+        "package p_test\n\nimport rego.v1\n\n"
+        'test_template if strings.render_template("{{.a}}", {"a": 1}) == "1"\n',
+        encoding="utf-8",
+    )
+    [result] = run_policy_tests(tmp_path, engines=("regorus",))
+    assert not result.passed
+    assert "p_test.rego:5: strings.render_template(...)" in (result.error or "")
 
 
 def test_a_directory_without_tests_is_an_error(tmp_path: Path) -> None:
