@@ -9,9 +9,19 @@ endpoint on our stack (same app, same wrapper, reads the body, no model) is the 
 
     .venv/bin/python benchmarks/serving_bench.py [--duration 10] [--server-cpus 0] [--wrk-cpus 1]
 
-Needs `wrk` (apt-get install -y wrk) and `taskset` (util-linux). Prints req/s, p50 and p99 per
-case and the ratios the serving issue sets as targets (c=64: >= 4x mlflow throughput with p99 no
-worse; >= 50% of the no-op ceiling). Both servers get OMP_NUM_THREADS=1 (one core each).
+Binary vs JSON tensors on the Open Inference Protocol (`--only binary`, no wrk needed; also run
+after the comparison above): the same server, tritonclient.http with `binary_data` on (its
+default) and off for inputs and outputs, a closed loop of `--binary-rows`-row requests.
+
+    .venv/bin/python benchmarks/serving_bench.py --only binary [--binary-rows 256]
+
+gRPC vs HTTP (`--only grpc`): the same server with `--grpc-port`, tritonclient.grpc against
+tritonclient.http, each at its defaults (raw_input_contents / binary tensors), same loop.
+
+Needs `wrk` (apt-get install -y wrk) and `taskset` (util-linux) for the comparison with
+mlflow. Prints req/s, p50 and p99 per case and the ratios the serving issue sets as targets
+(c=64: >= 4x mlflow throughput with p99 no worse; >= 50% of the no-op ceiling).
+Both servers get OMP_NUM_THREADS=1 (one core each).
 """
 
 from __future__ import annotations
@@ -179,6 +189,100 @@ def bench_server(name, cmd, ready, targets, args, work: Path) -> list[Result]:
     return results
 
 
+def bench_binary(model: Path, args, work: Path) -> dict[str, dict[str, float]]:
+    """req/s and p50 of one client loop, binary tensors vs JSON tensors, on /v2 infer."""
+    import numpy as np
+    import tritonclient.http as httpclient
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "serving", "--model-uri", str(model), "--port", str(port)]
+    cmd += ["--num-threads", "1", "--max-batch-delay-ms", "0"]
+    proc = start(cmd, args.server_cpus, f"http://127.0.0.1:{port}/ready", work / "oip.log")
+    x = np.random.default_rng(0).normal(size=(args.binary_rows, 64)).astype(np.float32)
+    out: dict[str, dict[str, float]] = {}
+    try:
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
+        name = client.get_model_metadata("mlp")["inputs"][0]["name"]
+        for case, as_binary in (("json", False), ("binary", True)):
+            inp = httpclient.InferInput(name, list(x.shape), "FP32")
+            inp.set_data_from_numpy(x, binary_data=as_binary)
+            wanted = [httpclient.InferRequestedOutput("output-0", binary_data=as_binary)]
+            for _ in range(20):  # warm-up
+                client.infer("mlp", [inp], outputs=wanted)
+            times: list[float] = []
+            deadline = time.perf_counter() + args.duration
+            while time.perf_counter() < deadline:
+                began = time.perf_counter()
+                client.infer("mlp", [inp], outputs=wanted)
+                times.append(time.perf_counter() - began)
+            times.sort()
+            out[case] = {
+                "rps": len(times) / sum(times),
+                "p50_ms": times[len(times) // 2] * 1000,
+                "p99_ms": times[int(len(times) * 0.99)] * 1000,
+            }
+            print(
+                f"  v2 {case:<6} rows={args.binary_rows} {out[case]['rps']:8.0f} req/s  "
+                f"p50 {out[case]['p50_ms']:7.2f} ms  p99 {out[case]['p99_ms']:7.2f} ms",
+                flush=True,
+            )
+        client.close()
+    finally:
+        stop(proc)
+    ratio = out["binary"]["rps"] / out["json"]["rps"]
+    print(f"binary/JSON throughput on /v2 infer ({args.binary_rows} x 64 FP32): {ratio:.2f}x")
+    return out
+
+
+def bench_grpc(model: Path, args, work: Path) -> dict[str, dict[str, float]]:
+    """req/s and p50 of one client loop, gRPC vs HTTP, each client at its defaults
+    (tritonclient.grpc: raw_input_contents; tritonclient.http: binary tensors), one server."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    port, grpc_port = free_port(), free_port()
+    cmd = [sys.executable, "-m", "serving", "--model-uri", str(model), "--port", str(port)]
+    cmd += ["--grpc-port", str(grpc_port), "--num-threads", "1", "--max-batch-delay-ms", "0"]
+    proc = start(cmd, args.server_cpus, f"http://127.0.0.1:{port}/ready", work / "grpc.log")
+    x = np.random.default_rng(0).normal(size=(args.binary_rows, 64)).astype(np.float32)
+    out: dict[str, dict[str, float]] = {}
+    try:
+        clients = {
+            "http": (httpclient, httpclient.InferenceServerClient(f"127.0.0.1:{port}")),
+            "grpc": (grpcclient, grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")),
+        }
+        name = clients["http"][1].get_model_metadata("mlp")["inputs"][0]["name"]
+        for case, (module, client) in clients.items():
+            inp = module.InferInput(name, list(x.shape), "FP32")
+            inp.set_data_from_numpy(x)
+            for _ in range(20):  # warm-up
+                client.infer("mlp", [inp])
+            times: list[float] = []
+            deadline = time.perf_counter() + args.duration
+            while time.perf_counter() < deadline:
+                began = time.perf_counter()
+                client.infer("mlp", [inp]).as_numpy("output-0")
+                times.append(time.perf_counter() - began)
+            times.sort()
+            out[case] = {
+                "rps": len(times) / sum(times),
+                "p50_ms": times[len(times) // 2] * 1000,
+                "p99_ms": times[int(len(times) * 0.99)] * 1000,
+            }
+            print(
+                f"  oip {case:<4} rows={args.binary_rows} {out[case]['rps']:8.0f} req/s  "
+                f"p50 {out[case]['p50_ms']:7.2f} ms  p99 {out[case]['p99_ms']:7.2f} ms",
+                flush=True,
+            )
+            client.close()
+    finally:
+        stop(proc)
+    ratio = out["grpc"]["rps"] / out["http"]["rps"]
+    print(f"gRPC/HTTP throughput on v2 infer ({args.binary_rows} x 64 FP32): {ratio:.2f}x")
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
@@ -187,7 +291,30 @@ def main() -> int:
     parser.add_argument("--wrk-cpus", default="1", help="taskset CPU list for wrk")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    parser.add_argument(
+        "--only",
+        choices=["all", "binary", "grpc"],
+        default="all",
+        help="binary: only binary vs JSON; grpc: only gRPC vs HTTP",
+    )
+    parser.add_argument("--binary-rows", type=int, default=256, help="rows per v2 request")
     args = parser.parse_args()
+    if args.only == "grpc":
+        work = args.workdir or Path(tempfile.mkdtemp(prefix="serving-bench-"))
+        work.mkdir(parents=True, exist_ok=True)
+        figures = bench_grpc(save_model(work), args, work)
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2))
+        return 0
+    if args.only == "binary":
+        if shutil.which("taskset") is None:
+            sys.exit("taskset not found: apt-get install -y util-linux")
+        work = args.workdir or Path(tempfile.mkdtemp(prefix="serving-bench-"))
+        work.mkdir(parents=True, exist_ok=True)
+        figures = bench_binary(save_model(work), args, work)
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2))
+        return 0
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found: apt-get install -y wrk util-linux")
@@ -273,6 +400,8 @@ def main() -> int:
             )
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in results], indent=2))
+    bench_binary(model, args, work)
+    bench_grpc(model, args, work)
     print("image size comparison: needs a Docker engine; not measured by this script")
     return 0 if ok else 1
 

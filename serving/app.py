@@ -11,7 +11,8 @@ no BaseHTTPMiddleware): the wrapper below is the only code every request goes th
 | GET  /metrics                           | open | Prometheus text format                      |
 | GET  /model/info                        | key  | name, version, run id, signature, device... |
 | POST /predict                           | key  | ztml format (+ MLflow formats)              |
-| POST /invocations                       | key  | MLflow scoring formats, JSON or CSV         |
+| POST /invocations                       | key  | MLflow scoring formats: JSON, CSV, Parquet  |
+| GET  /ping, /version                    | open | MLflow scoring server's health and version  |
 | GET  /v2, /v2/models/{name}[/ready]     | key  | Open Inference Protocol metadata            |
 | POST /v2/models/{name}[/versions/{v}]/infer | key | Open Inference Protocol inference        |
 """
@@ -19,8 +20,8 @@ no BaseHTTPMiddleware): the wrapper below is the only code every request goes th
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
-import hmac
 import logging
 import re
 import time
@@ -30,12 +31,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from serving import __version__, jsonio, published, v1, v2
+from serving import __version__, binary, encoding, jsonio, published, v1, v2
 from serving.config import Settings
 from serving.context import RequestContext
 from serving.errors import (
@@ -46,51 +49,19 @@ from serving.errors import (
     PayloadTooLarge,
     RequestTimeout,
     ServingError,
-    Unauthorized,
     UnsupportedMediaType,
 )
-from serving.metrics import Metrics
 from serving.model import ServedModel, load
 from serving.redact import one_line
-from serving.runner import Runner
+from serving.state import ServerState, check_api_key
 
 log = logging.getLogger("serving.app")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 _JSON = "application/json"
+_OCTET = "application/octet-stream"
+_PARQUET = "application/vnd.apache.parquet"
 _INLINE_MAX_SECONDS = 0.002  # auto inline: CPU models whose warm example call is this fast
-
-
-class ServerState:
-    """What the handlers share: settings, metrics, the runner and (once loaded) the model."""
-
-    def __init__(self, settings: Settings, on_fatal: Callable[[], None] | None = None) -> None:
-        self.settings = settings
-        self.metrics = Metrics()
-        self.runner = Runner(
-            self.metrics,
-            max_batch_size=settings.max_batch_size,
-            max_delay_ms=settings.max_batch_delay_ms,
-            batching=settings.batching,
-        )
-        self.model: ServedModel | None = None
-        self.model_ref: dict[str, str] = {}
-        # loading -> ready -> stopping (SIGTERM: drain), loading -> stopping, or loading -> failed
-        self.status = "loading"
-        self.error: str | None = None
-        self.on_fatal = on_fatal
-        key = settings.api_key.get_secret_value() if settings.api_key else None
-        self.api_key = key.encode() if key else None
-
-    @property
-    def ready(self) -> bool:
-        """What /ready says: take new traffic (false as soon as a drain starts)."""
-        return self.status == "ready"
-
-    @property
-    def answering(self) -> bool:
-        """Prediction requests are answered: ready, or draining with the model loaded."""
-        return self.model is not None and self.status in ("ready", "stopping")
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -99,7 +70,13 @@ def json_response(body: Any, status: int = 200) -> Response:
 
 # ------------------------------------------------------------------------------ request helpers
 async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing (413) as soon as it is known to exceed `limit` bytes."""
+    """The whole body, refusing (413) as soon as it is known to exceed `limit` bytes; with its
+    `Content-Encoding` removed, the limit applying to the decoded size too."""
+    body = await _read_raw(request, limit)
+    return encoding.decode(body, request.headers.get("content-encoding"), limit)
+
+
+async def _read_raw(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -144,17 +121,32 @@ def parse_json(request: Request, body: bytes, *, csv_ok: bool = False) -> Any:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
 
 
-def _check_api_key(headers: Headers, key: bytes) -> None:
-    supplied = headers.get("x-api-key")
-    if supplied is None:
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer":
-            supplied = token.strip()
-    if supplied is None or not hmac.compare_digest(supplied.encode(), key):
-        raise Unauthorized(
-            "missing or wrong API key: send it as the X-API-Key header "
-            "or as Authorization: Bearer <key>"
-        )
+def parse_v2(request: Request, body: bytes) -> Any:
+    """A v2 infer request: JSON, or JSON header + binary tensors (`binary_tensor_data`).
+
+    Decided by the protocol's `Inference-Header-Content-Length` header and the body, not by the
+    Content-Type label alone: tritonclient.http.aio labels plain JSON `application/octet-stream`.
+    """
+    length = binary.header_length(request.headers.get(binary.HEADER), len(body))
+    if length is None:
+        media = media_type(request)
+        if media == _OCTET:
+            try:
+                return jsonio.loads(body)
+            except jsonio.JSONDecodeError:
+                raise BadRequest(
+                    "an application/octet-stream body without the Inference-Header-Content-Length"
+                    " header must be JSON; send binary tensors with that header"
+                ) from None
+        return parse_json(request, body)
+    try:
+        payload = jsonio.loads(body[:length])
+    except jsonio.JSONDecodeError as exc:
+        raise BadRequest(
+            f"the first {length} bytes (Inference-Header-Content-Length) are not valid JSON: {exc}"
+        ) from None
+    binary.attach_inputs(payload, memoryview(body)[length:])
+    return payload
 
 
 # ------------------------------------------------------------------------------ the wrapper
@@ -219,7 +211,7 @@ class Endpoint:
             state.metrics.in_flight.inc()
         try:
             if not self.public and state.api_key is not None:
-                _check_api_key(request.headers, state.api_key)
+                check_api_key(request.headers, state.api_key)
             if self.predict:
                 response = await self._guarded(request, ctx)
             else:
@@ -335,13 +327,25 @@ def _handlers(state: ServerState) -> list[Route]:
     async def invocations(request: Request, ctx: RequestContext) -> Response:
         model = loaded()
         body = await read_body(request, limit)
-        if media_type(request) == "text/csv":
+        media = media_type(request)
+        if media == "text/csv":
             inp, params = v1.decode_csv(body, model.schema), None
+        elif media == _PARQUET:
+            inp, params = v1.decode_parquet(body, model.schema), None
         else:
             inp, params = v1.decode(parse_json(request, body, csv_ok=True), model.schema)
         output = await runner.infer(inp, params, ctx)
         metrics.predictions.inc(inp.rows)
         return json_response({"predictions": v1.encode(output)})
+
+    async def ping(request: Request, ctx: RequestContext) -> Response:
+        # MLflow's scoring server: 200 with a newline once the model is loaded (it says 404
+        # before; ztml says 503 like /ready: "not yet", not "no such thing")
+        return Response("\n", status_code=200 if state.ready else 503, media_type=_JSON)
+
+    async def version(request: Request, ctx: RequestContext) -> Response:
+        # MLflow's scoring server answers its MLflow version as the bare text
+        return Response(_mlflow_version(), media_type="text/plain")
 
     def v2_model(request: Request) -> ServedModel:
         model = loaded()
@@ -355,7 +359,9 @@ def _handlers(state: ServerState) -> list[Route]:
         return model
 
     async def v2_server(request: Request, ctx: RequestContext) -> Response:
-        return json_response({"name": "ztml-serving", "version": __version__, "extensions": []})
+        return json_response(
+            {"name": "ztml-serving", "version": __version__, "extensions": [binary.EXTENSION]}
+        )
 
     async def v2_live(request: Request, ctx: RequestContext) -> Response:
         return json_response({"live": True})
@@ -369,7 +375,7 @@ def _handlers(state: ServerState) -> list[Route]:
             {
                 "name": model.name,
                 "versions": [model.version],
-                "platform": f"mlflow-{model.flavor}",
+                "platform": v2.platform(model.flavor),
                 "inputs": v2.tensor_metadata(model.schema),
                 "outputs": v2.tensor_metadata(model.output_schema, "output"),
             }
@@ -383,19 +389,26 @@ def _handlers(state: ServerState) -> list[Route]:
 
     async def v2_infer(request: Request, ctx: RequestContext) -> Response:
         model = v2_model(request)
-        payload = parse_json(request, await read_body(request, limit))
+        payload = parse_v2(request, await read_body(request, limit))
         inp, params = v2.decode(payload, model.schema)
         output = await runner.infer(inp, params, ctx)
         metrics.predictions.inc(inp.rows)
         request_id = payload.get("id") if isinstance(payload.get("id"), str) else ctx.request_id
-        return json_response(
-            {
-                "model_name": model.name,
-                "model_version": model.version,
-                "id": request_id,
-                "parameters": {},
-                "outputs": v2.encode_outputs(output),
-            }
+        outputs, blobs = v2.encode_answer(output, payload)
+        answer = {
+            "model_name": model.name,
+            "model_version": model.version,
+            "id": request_id,
+            "parameters": {},
+            "outputs": outputs,
+        }
+        if not blobs:
+            return json_response(answer)
+        header = jsonio.dumps(answer)
+        return Response(
+            b"".join([header, *blobs]),
+            media_type=_OCTET,
+            headers={binary.HEADER: str(len(header))},
         )
 
     async def noop(request: Request, ctx: RequestContext) -> Response:
@@ -412,6 +425,8 @@ def _handlers(state: ServerState) -> list[Route]:
         Route("/model/info", ep("/model/info", model_info), methods=["GET"]),
         Route("/predict", ep("/predict", predict, predict=True), methods=["POST"]),
         Route("/invocations", ep("/invocations", invocations, predict=True), methods=["POST"]),
+        Route("/ping", ep("/ping", ping, public=True), methods=["GET"]),
+        Route("/version", ep("/version", version, public=True), methods=["GET"]),
         Route("/v2", ep("/v2", v2_server, v2_errors=True), methods=["GET"]),
         Route(
             "/v2/health/live",
@@ -441,6 +456,42 @@ def _handlers(state: ServerState) -> list[Route]:
     if settings.noop_endpoint:
         routes.append(Route("/noop", ep("/noop", noop, predict=True), methods=["POST"]))
     return routes
+
+
+@functools.cache
+def _mlflow_version() -> str:
+    """The MLflow version in the image (what MLflow's `/version` answers); ztml's if none."""
+    from importlib import metadata
+
+    for dist in ("mlflow", "mlflow-skinny"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return __version__
+
+
+async def _routing_error(request: Request, exc: Exception) -> Response:
+    """404 (no route) and 405 (wrong method) as JSON: the protocol's `{"error": ...}` under
+    /v2, ztml's error body elsewhere; clients parse error bodies as JSON, never text/plain."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    path = request.url.path
+    if status == 405:
+        message = f"method {request.method} is not allowed on {path}"
+    elif status == 404:
+        message = f"no route {path}"
+    else:
+        message = str(getattr(exc, "detail", "")) or "error"
+    if path == "/v2" or path.startswith("/v2/"):
+        body: dict[str, Any] = {"error": message}
+    else:
+        code = {404: "ENDPOINT_NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(status, "BAD_REQUEST")
+        body = {"error_code": code, "message": message}
+    headers = getattr(exc, "headers", None)
+    response = json_response(body, status)
+    if headers:
+        response.headers.update(headers)
+    return response
 
 
 # ------------------------------------------------------------------------------ lifecycle
@@ -517,6 +568,11 @@ def create_app(settings: Settings, on_fatal: Callable[[], None] | None = None) -
         loader.cancel()
         await state.runner.stop()
 
-    app = Starlette(routes=_handlers(state), lifespan=lifespan)
+    app = Starlette(
+        routes=_handlers(state),
+        lifespan=lifespan,
+        middleware=[Middleware(GZipMiddleware, minimum_size=encoding.GZIP_MINIMUM_BYTES)],
+        exception_handlers={HTTPException: _routing_error},
+    )
     app.state.serving = state
     return app

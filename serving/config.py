@@ -27,6 +27,13 @@ class Settings(BaseSettings):
     model_uri: str = Field(description="MLflow model URI (models:/NAME/VERSION, runs:/...) or dir")
     host: str = Field("127.0.0.1", description="bind address (the image sets 0.0.0.0)")
     port: int = Field(8080, ge=0, le=65535)
+    grpc_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="also serve the Open Inference Protocol over gRPC on this port (same host, "
+        "model, batching, API key); 0 = off",
+    )
     model_name: str | None = Field(None, description="label for the model (default: from URI)")
     model_version: str | None = Field(None, description="label for the version (default: URI)")
     api_key: SecretStr | None = Field(None, description="require X-API-Key / Bearer when set")
@@ -106,6 +113,18 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
 
+    @field_validator("grpc_port", mode="before")
+    @classmethod
+    def _unset_is_off(cls, value: Any) -> Any:
+        return 0 if value == "" else value
+
+    @field_validator("grpc_port")
+    @classmethod
+    def _own_port(cls, value: int, info: ValidationInfo) -> int:
+        if value and value == info.data.get("port"):
+            raise ValueError(f"gRPC port {value} is the HTTP port; give each its own")
+        return value
+
     @property
     def batching(self) -> bool:
         """Batching is on unless the delay is 0 (or batches hold one row)."""
@@ -115,7 +134,8 @@ class Settings(BaseSettings):
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m serving",
-        description="Serve one MLflow model over HTTP (/predict, /invocations, /v2).",
+        description="Serve one MLflow model over HTTP (/predict, /invocations, /v2) and, with "
+        "--grpc-port, the Open Inference Protocol over gRPC.",
         epilog="Every flag can also be given as an environment variable SERVING_<FLAG> "
         "(e.g. SERVING_MAX_BATCH_SIZE); flags win.",
     )

@@ -3,10 +3,13 @@
 Names follow Prometheus conventions and are part of the contract (dashboards, alerts, the Helm
 chart's ServiceMonitor rely on them):
 
-* `inference_requests_total{endpoint,status}`   every HTTP request, by route template and code
+* `inference_requests_total{endpoint,status,protocol}` every request: HTTP by route template,
+  gRPC (`protocol="grpc"`) by full method name; `status` is the data plane's HTTP-equivalent code
+  for both (a gRPC INVALID_ARGUMENT from a signature error counts as 422), so one 5xx alert
+  covers both protocols
 * `inference_predictions_total`                  rows predicted successfully
 * `inference_errors_total{kind}`                 failures by kind (validation, model, timeout...)
-* `inference_latency_seconds{endpoint}`          request latency histogram (prediction routes)
+* `inference_latency_seconds{endpoint,protocol}` request latency histogram (predictions)
 * `inference_batch_size`                         rows per model call histogram
 * `inference_model_info{name,version,flavor,device}` constant 1 for the served model
 * `inference_model_ready`                        1 once loaded and warmed up
@@ -62,8 +65,8 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "inference_requests",
-            "HTTP requests by endpoint and status code",
-            ["endpoint", "status"],
+            "Requests by endpoint, status code and protocol (http, grpc)",
+            ["endpoint", "status", "protocol"],
             registry=r,
         )
         self.predictions = Counter(
@@ -73,7 +76,7 @@ class Metrics:
         self.latency = Histogram(
             "inference_latency_seconds",
             "Prediction request latency",
-            ["endpoint"],
+            ["endpoint", "protocol"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -90,19 +93,26 @@ class Metrics:
         self.in_flight = Gauge(
             "inference_in_flight_requests", "Prediction requests being handled", registry=r
         )
-        self._request_children: dict[tuple[str, int], Counter] = {}
-        self._latency_children: dict[str, Histogram] = {}
+        self._request_children: dict[tuple[str, int, str], Counter] = {}
+        self._latency_children: dict[tuple[str, str], Histogram] = {}
 
-    def observe_request(self, endpoint: str, status: int, seconds: float | None) -> None:
-        key = (endpoint, status)
+    def observe_request(
+        self, endpoint: str, status: int, seconds: float | None, protocol: str = "http"
+    ) -> None:
+        """Count one request; `seconds` (prediction requests only) feeds the latency histogram.
+        `status` is the HTTP status code (for gRPC, the code HTTP would have answered)."""
+        key = (endpoint, status, protocol)
         child = self._request_children.get(key)
         if child is None:
-            child = self._request_children[key] = self.requests.labels(endpoint, str(status))
+            child = self._request_children[key] = self.requests.labels(
+                endpoint, str(status), protocol
+            )
         child.inc()
         if seconds is not None:
-            hist = self._latency_children.get(endpoint)
+            hkey = (endpoint, protocol)
+            hist = self._latency_children.get(hkey)
             if hist is None:
-                hist = self._latency_children[endpoint] = self.latency.labels(endpoint)
+                hist = self._latency_children[hkey] = self.latency.labels(endpoint, protocol)
             hist.observe(seconds)
 
     def render(self) -> bytes:

@@ -8,6 +8,7 @@ Accepted bodies, exactly one format key per request, plus optional `params`:
   or a columns object `{"col": [values]}` (column signature), or `{name: array}` (named tensors).
 * `text/csv` on /invocations (header row = column names; an empty cell is a missing value,
   like JSON null).
+* `application/vnd.apache.parquet` on /invocations (a DataFrame, as MLflow 3.17 reads it).
 
 Answers are MLflow-shaped: `{"predictions": ...}` with DataFrames as records.
 """
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from serving.data import Columns, ModelInput
-from serving.errors import InvalidInput, preview
+from serving.errors import InvalidInput, UnsupportedMediaType, preview
 from serving.signature import InputSchema, check_params, untyped_columns, untyped_tensor
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -183,3 +184,22 @@ def encode(output: Any) -> Any:
     if isinstance(output, Columns):
         return output.data
     return output
+
+
+def decode_parquet(body: bytes, schema: InputSchema | None) -> ModelInput:
+    """`application/vnd.apache.parquet` body (a DataFrame written by `DataFrame.to_parquet`,
+    as MLflow 3.17's scoring server reads it) -> validated columns."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_parquet(io.BytesIO(body))
+    except ImportError as exc:  # no pyarrow / fastparquet in the image
+        raise UnsupportedMediaType(f"Parquet bodies need pyarrow in the image: {exc}") from None
+    except Exception as exc:  # pyarrow raises its own error types for a body that is not Parquet
+        raise InvalidInput(f"the Parquet body cannot be read: {exc}") from None
+    present = frame.notna()
+    data = {
+        str(c): [v if ok else None for v, ok in zip(frame[c].tolist(), present[c], strict=True)]
+        for c in frame.columns
+    }
+    return _columns(data, len(frame), schema)

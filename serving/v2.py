@@ -8,6 +8,10 @@ Every mistake in a request is a 422 naming the input: `name`, `shape` (a list of
 integers), `datatype` (a string from `DATATYPES`), `data` (a list whose values fill `shape`), and
 `parameters` (an object). Values are converted by `serving.ranges`: INT8 300, UINT8 -1 or FP16
 70000 are refused with the datatype's range, never wrapped or turned into inf.
+
+Inputs may also come from the binary part of the body (`serving.binary`, the
+`binary_tensor_data` extension): the HTTP layer puts them into `data` as arrays before `decode`.
+Answers honour the request's `outputs` list and binary flags (`encode_answer`).
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from serving import binary
 from serving.data import ModelInput
-from serving.errors import InvalidInput
+from serving.errors import BadRequest, InvalidInput, preview
 from serving.ranges import to_dtype
 from serving.signature import (
     InputSchema,
@@ -27,6 +32,11 @@ from serving.signature import (
     untyped_columns,
     untyped_tensor,
 )
+
+# request parameters the protocol defines, never passed to the model: the binary tensor
+# extension's, and the two MLServer reserves (`mlserver.types.Parameters`): its codecs send
+# `content_type` ("pd", "np", ...) on every request they build, and `headers`
+PROTOCOL_PARAMETERS = frozenset({"binary_data_output", "content_type", "headers"})
 
 # v2 datatype -> numpy dtype
 DATATYPES: dict[str, Any] = {
@@ -88,10 +98,10 @@ def _tensor(entry: Any, index: int) -> tuple[str, np.ndarray | list]:
             f"{name}: datatype must be one of {', '.join(DATATYPES)}, got {describe(datatype)}",
             field=name,
         )
-    if not isinstance(data, list):
+    if not isinstance(data, (list, np.ndarray)):  # an ndarray: cut from the binary part
         raise InvalidInput(f"{name}: data must be a list, got {describe(data)}", field=name)
     if datatype == "BYTES":
-        flat = _flatten(data)
+        flat = _flatten(data) if isinstance(data, list) else data.tolist()
         if len(flat) != math.prod(shape):
             raise InvalidInput(f"{name}: {len(flat)} values do not fill shape {shape}", field=name)
         return name, flat if len(shape) <= 1 else np.asarray(flat, dtype=object).reshape(shape)
@@ -130,7 +140,7 @@ def decode(payload: Any, schema: InputSchema | None) -> tuple[ModelInput, dict |
     if not payload["inputs"]:
         raise InvalidInput("inputs must not be empty", field="inputs")
     tensors = dict(_tensor(entry, i) for i, entry in enumerate(payload["inputs"]))
-    params = check_params(payload.get("parameters"), schema, "parameters")
+    params = check_params(_model_parameters(payload.get("parameters")), schema, "parameters")
     if schema is not None and not schema.is_columns:
         if schema.single_tensor is not None:
             if len(tensors) != 1:
@@ -163,6 +173,14 @@ def decode(payload: Any, schema: InputSchema | None) -> tuple[ModelInput, dict |
     return schema.check_columns(columns, rows), params
 
 
+def _model_parameters(parameters: Any) -> Any:
+    """Request `parameters` less the protocol's own (they steer the answer, not the model)."""
+    if not isinstance(parameters, dict) or not PROTOCOL_PARAMETERS & parameters.keys():
+        return parameters
+    rest = {k: v for k, v in parameters.items() if k not in PROTOCOL_PARAMETERS}
+    return rest or None
+
+
 def _output(name: str, value: Any) -> dict:
     arr = value if isinstance(value, np.ndarray) else np.asarray(value)
     datatype = datatype_of(arr.dtype)
@@ -181,6 +199,57 @@ def encode_outputs(output: Any) -> list[dict]:
     if hasattr(output, "to_numpy"):  # Series
         output = output.to_numpy()
     return [_output("output-0", output)]
+
+
+def encode_answer(output: Any, payload: dict) -> tuple[list[dict], list[bytes]]:
+    """Output tensors the request asked for, and the binary part (empty for an all-JSON answer).
+
+    `outputs` absent: every output, in the model's order. `outputs` given: exactly those, in that
+    order; a name the model does not produce is a 400 naming it. An output goes into the binary
+    part when its `parameters.binary_data` says so, else when the request parameter
+    `binary_data_output` is true (what tritonclient sends when it names no outputs).
+    """
+    tensors = {t["name"]: t for t in encode_outputs(output)}
+    parameters = payload.get("parameters")
+    default = isinstance(parameters, dict) and parameters.get("binary_data_output") is True
+    requested = payload.get("outputs")
+    if requested is None:
+        chosen = [(t, default) for t in tensors.values()]
+    else:
+        if not isinstance(requested, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("name"), str) for r in requested
+        ):
+            raise BadRequest('outputs must be a list of objects {"name": ...}')
+        unknown = [r["name"] for r in requested if r["name"] not in tensors]
+        if unknown:
+            raise BadRequest(
+                f"requested output(s) {preview(unknown)} do not exist; "
+                f"the model's outputs are {preview(tensors)}"
+            )
+        chosen = [
+            (tensors[r["name"]], binary.wants_binary(r.get("parameters"), default))
+            for r in requested
+        ]
+    blobs: list[bytes] = []
+    answer: list[dict] = []
+    for tensor, as_binary in chosen:
+        if as_binary:
+            data = tensor["data"]
+            arr = data if isinstance(data, np.ndarray) else np.asarray(data, dtype=object)
+            blob = binary.encode_tensor(arr, tensor["datatype"])
+            blobs.append(blob)
+            tensor = {k: v for k, v in tensor.items() if k != "data"}
+            tensor["parameters"] = {"binary_data_size": len(blob)}
+        answer.append(tensor)
+    return answer, blobs
+
+
+def platform(flavor: str) -> str:
+    """Model metadata `platform` in the protocol's `<project>_<format>` form: the project is
+    MLflow, the format the model's flavor (`mlflow_sklearn`, `mlflow_pytorch`, and
+    `mlflow_pyfunc` for a plain python_function model)."""
+    fmt = "pyfunc" if flavor == "python_function" else flavor
+    return f"mlflow_{fmt.replace('-', '_').lower()}"
 
 
 def tensor_metadata(schema: InputSchema | None, prefix: str = "input") -> list[dict]:

@@ -243,6 +243,9 @@ class DockerRuntime:
             "restart_policy": {"Name": "no"},
             "stop_signal": "SIGTERM",
         }
+        grpc_port = spec.env.get("SERVING_GRPC_PORT", "").strip()
+        if grpc_port.isdigit() and int(grpc_port):  # gRPC asked for: loopback, any free host port
+            options["ports"][f"{int(grpc_port)}/tcp"] = ("127.0.0.1", None)
         if spec.gpu:
             options["device_requests"] = [DeviceRequest(count=spec.gpu, capabilities=[["gpu"]])]
         try:

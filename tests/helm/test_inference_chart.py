@@ -438,3 +438,33 @@ def test_the_smoke_test_script_calls_predict_with_the_example(
         server.server_close()
     assert (done.returncode == 0) is ok, done.stdout + done.stderr
     assert _FakeServer.seen == [{"dataframe_split": {"data": [[1]]}}]
+
+
+def test_grpc_gets_a_service_port_container_port_and_network_policy_port() -> None:
+    assert not any(
+        p["name"] == "grpc" for p in by_kind(render(INFERENCE, {}), "Service")[0]["spec"]["ports"]
+    )  # off by default
+    objects = render(
+        INFERENCE,
+        {
+            "serving": {"grpc": {"enabled": True, "port": 9001}},
+            "service": {"grpcPort": 9000},
+            "networkPolicy": {"allowedNamespaces": ["apps"]},
+        },
+    )
+    assert validate(objects) == []
+    service = by_kind(objects, "Service")[0]["spec"]["ports"]
+    assert {
+        "name": "grpc",
+        "port": 9000,
+        "targetPort": "grpc",
+        "protocol": "TCP",
+        "appProtocol": "grpc",
+    } in service
+    container = by_kind(objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "grpc", "containerPort": 9001, "protocol": "TCP"} in container["ports"]
+    assert {"name": "SERVING_GRPC_PORT", "value": "9001"} in container["env"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["port"] == "http"  # probes stay on HTTP
+    callers = by_kind(objects, "NetworkPolicy")[0]["spec"]["ingress"][0]
+    assert {"port": "grpc", "protocol": "TCP"} in callers["ports"]
