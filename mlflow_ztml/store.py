@@ -38,8 +38,9 @@ class TrackingStore:
 
     @property
     def notice(self) -> str | None:
-        """The line to show the user, only when the store is MLflow's implicit local default."""
-        if self.source != "default":
+        """The line to show the user, only when the store is MLflow's implicit local default
+        and is used (a command that needs no registry uses none that does not exist)."""
+        if self.source != "default" or not self.exists:
             return None
         return f"ztml: using MLflow tracking store {redact(self.uri)} ({UNSET_REASON})"
 

@@ -108,6 +108,13 @@ def test_without_a_tracking_uri_ztml_names_the_store_or_refuses(
     assert "MLFLOW_TRACKING_URI is not set" in line and "export MLFLOW_TRACKING_URI=" in line
     assert not (tmp_path / "mlflow.db").exists()  # nothing silently created
 
+    from tests.test_manifest import PUBLISHED
+
+    (tmp_path / "m.yaml").write_text(PUBLISHED, encoding="utf-8")
+    judged = _ztml("gate", "-f", "m.yaml", cwd=tmp_path)  # needs no registry: says nothing of one
+    assert judged.returncode in (0, 1) and "tracking store" not in judged.stderr, judged.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
     mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()  # a store
     used = _ztml("plan", "models:/credit/1", cwd=tmp_path)
     assert used.returncode == 2, used.stderr

@@ -277,8 +277,8 @@ findings contains f if {
 	not lib.has_prefix(location, gov.approved_data_prefixes)
 	not location in _approved_sources
 	f := _finding("lineage_unapproved", sprintf(
-		"data source %s (%s) is outside the approved prefixes for %s: %s%s",
-		[_source_name(source), _or(location, "no location recorded"), env, lib.join(gov.approved_data_prefixes), _approved_sources_note],
+		"data source %s is outside the approved prefixes for %s: %s%s",
+		[_source_label(source, location), env, lib.join(gov.approved_data_prefixes), _approved_sources_note],
 	))
 }
 
@@ -288,11 +288,15 @@ _approved_sources_note := "" if {
 	count(_approved_sources) == 0
 } else := sprintf(" (approved sources: %s)", [lib.join(_approved_sources)])
 
-_source_name(source) := source.name if is_string(source.name)
-else := "unnamed"
-
-_or(value, fallback) := value if value != ""
-else := fallback
+# "name (location)", or whichever of the two the manifest has.
+_source_label(source, location) := sprintf("%s (%s)", [source.name, location]) if {
+	is_string(source.name)
+	location != ""
+} else := source.name if {
+	is_string(source.name)
+} else := location if {
+	location != ""
+} else := "(no name or location recorded)"
 
 # Signature: serving validates requests against it.
 findings contains f if {

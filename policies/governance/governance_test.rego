@@ -339,7 +339,7 @@ test_unapproved_data_source_is_denied if {
 test_data_source_without_location_is_denied if {
 	manifest := json.patch(good, [{"op": "add", "path": "/spec/data_sources/-", "value": {"digest": "abc"}}])
 	result := decide(manifest, "staging")
-	denied_only_by(result, "data source unnamed (no location recorded) is outside the approved prefixes for staging: gs://ml-datasets-, s3://approved-data-")
+	denied_only_by(result, "data source (no name or location recorded) is outside the approved prefixes for staging: gs://ml-datasets-, s3://approved-data-")
 }
 
 test_unapproved_data_source_warns_locally if {
@@ -697,7 +697,7 @@ published_source(location) := json.patch(good, [{"op": "add", "path": "/spec/dat
 
 test_self_declared_approval_decides_nothing if {
 	result := decide(published_source("transactions-prod"), "staging")
-	denied_only_by(result, "data source unnamed (transactions-prod) is outside the approved prefixes for staging: gs://ml-datasets-, s3://approved-data-")
+	denied_only_by(result, "data source transactions-prod is outside the approved prefixes for staging: gs://ml-datasets-, s3://approved-data-")
 }
 
 test_approved_source_names_come_from_data if {
@@ -706,7 +706,7 @@ test_approved_source_names_come_from_data if {
 
 	# a name, not a prefix
 	result := decide_with(published_source("transactions-prod-copy"), "staging", approved)
-	denied_only_by(result, "data source unnamed (transactions-prod-copy) is outside the approved prefixes for staging: gs://ml-datasets-, s3://approved-data- (approved sources: transactions-prod)")
+	denied_only_by(result, "data source transactions-prod-copy is outside the approved prefixes for staging: gs://ml-datasets-, s3://approved-data- (approved sources: transactions-prod)")
 }
 
 test_regression_against_an_unnumbered_serving_version if {

@@ -293,7 +293,7 @@ def test_published_valid_manifest_is_allowed_in_staging_once_its_sources_are_app
     make_settings()
     unapproved = _gate_file(published_valid(), tmp_path, "staging")
     assert unapproved["deny"] == [
-        f"data source unnamed ({PUBLISHED_SOURCE}) is outside the approved prefixes for "
+        f"data source {PUBLISHED_SOURCE} is outside the approved prefixes for "
         "staging: gs://ml-datasets-, s3://approved-data-"
     ]
     _approve_in_staging(tmp_path)
@@ -322,7 +322,7 @@ def test_production_is_deliberately_stricter_than_the_published_rules(approving:
     requirements = published_valid()["spec"]["dependencies"]
     assert decision["deny"] == sorted(
         [
-            f"data source unnamed ({PUBLISHED_SOURCE}) is outside the approved prefixes for "
+            f"data source {PUBLISHED_SOURCE} is outside the approved prefixes for "
             "production: gs://ml-datasets-, s3://approved-data-"
         ]
         + [
