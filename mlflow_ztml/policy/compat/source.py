@@ -222,8 +222,7 @@ def rewrite(module_id: str, source: str) -> str:
             )
     for unary in _walk(ast, "UnaryExpr"):
         reason = (
-            "regorus cannot negate an expression (and reads `-a + b` as `-(a + b)`); "
-            "write `0 - a`"
+            "regorus cannot negate an expression (and reads `-a + b` as `-(a + b)`); write `0 - a`"
         )
         findings.append(Finding(module_id, unary["span"]["line"], "unary minus", reason))
     for number in _walk(ast, "Number"):
