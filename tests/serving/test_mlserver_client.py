@@ -1,7 +1,8 @@
 """Seldon MLServer 1.7.1 as a client of `python -m serving`: its codecs and `mlserver infer`.
 
 MLServer cannot be installed beside the dev stack (`pip install mlserver==1.7.1` downgrades
-fastapi, starlette and protobuf), so it lives in its own venv, made once by pip and cached under
+fastapi, starlette and protobuf), so it lives in its own venv (tests/serving/peers.py), made once
+by pip and cached under
 `~/.cache/ztml-test-peers/mlserver-1.7.1` (`ZTML_TEST_PEERS` moves the root), keyed by the
 version and reused while healthy. Its python runs a small script (`CODEC_SCRIPT`) that builds
 requests with `mlserver.codecs`, POSTs them and decodes the answers with the same codecs, and its
@@ -15,15 +16,8 @@ that the package index is unreachable, the test skips saying so. CI is recognise
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
-import re
-import shutil
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +27,7 @@ import pandas as pd
 import pytest
 
 from tests.serving.conftest import API_KEY, running
+from tests.serving.peers import peer_env, peer_venv
 
 if TYPE_CHECKING:
     from tests.serving.conftest import Server
@@ -40,17 +35,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.slow
 
 MLSERVER_VERSION = "1.7.1"
-PEERS_ROOT = Path(
-    os.environ.get("ZTML_TEST_PEERS", Path.home() / ".cache" / "ztml-test-peers")
-).expanduser()
-HEALTHY_MARK = ".ztml-peer-ready"  # written last: a venv without it is half-made and rebuilt
-PIP_TIMEOUT_S = 900
-# what pip prints when it cannot reach the index at all (not: a package or version is missing)
-NO_NETWORK = re.compile(
-    r"NewConnectionError|Failed to establish a new connection|Temporary failure in name "
-    r"resolution|Name or service not known|Network is unreachable|No route to host|"
-    r"ConnectTimeoutError|ProxyError|Connection refused"
-)
 
 CODEC_SCRIPT = r'''
 """Runs in MLServer's venv: stdin = cases as JSON, stdout = decoded answers as JSON."""
@@ -119,80 +103,14 @@ json.dump(results, sys.stdout)
 
 
 # ---------------------------------------------------------------------------- the peer venv
-def in_ci() -> bool:
-    return bool(os.environ.get("CI") or os.environ.get("ZTML_TEST_REGISTRY"))
-
-
-def peer_env() -> dict[str, str]:
-    """Our environment less what would make the peer's python see the dev venv or this repo."""
-    drop = {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"}
-    return {k: v for k, v in os.environ.items() if k not in drop}
-
-
-def healthy(venv: Path) -> bool:
-    """Made to the end, and its python imports the pinned MLServer."""
-    python = venv / "bin" / "python"
-    if not (venv / HEALTHY_MARK).is_file() or not python.exists():
-        return False
-    probe = subprocess.run(
-        [str(python), "-c", "import mlserver.codecs, sys; print(mlserver.__version__)"],
-        capture_output=True,
-        text=True,
-        env=peer_env(),
-        timeout=120,
-        check=False,
-    )
-    return probe.returncode == 0 and probe.stdout.strip() == MLSERVER_VERSION
-
-
-def pip(venv: Path, *args: str) -> None:
-    """`pip ARGS` in the peer venv; fails the test with pip's words, or skips (see module doc)."""
-    done = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", *args],
-        capture_output=True,
-        text=True,
-        env=peer_env(),
-        timeout=PIP_TIMEOUT_S,
-        check=False,
-    )
-    if done.returncode == 0:
-        return
-    said = (done.stdout + done.stderr)[-4000:]
-    if NO_NETWORK.search(said) and not in_ci():
-        pytest.skip(f"the package index is unreachable (pip: {NO_NETWORK.search(said)[0]})")
-    pytest.fail(f"pip {' '.join(args)} failed in {venv} (exit {done.returncode}):\n{said}")
-
-
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """One maker at a time across concurrent test sessions on this machine."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 @pytest.fixture(scope="session")
 def mlserver_venv() -> Path:
-    """The cached venv with mlserver==1.7.1; made (pip upgraded first) when absent or broken."""
-    venv = PEERS_ROOT / f"mlserver-{MLSERVER_VERSION}"
-    with locked(PEERS_ROOT / f"mlserver-{MLSERVER_VERSION}.lock"):
-        if healthy(venv):
-            return venv
-        shutil.rmtree(venv, ignore_errors=True)
-        started = time.monotonic()
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=peer_env())
-        pip(venv, "install", "--quiet", "--upgrade", "pip")
-        pip(venv, "install", "--quiet", f"mlserver=={MLSERVER_VERSION}")
-        seconds = time.monotonic() - started
-        (venv / HEALTHY_MARK).write_text(json.dumps({"made_in_seconds": round(seconds, 1)}))
-        if not healthy(venv):
-            pytest.fail(f"{venv} was made but does not import mlserver {MLSERVER_VERSION}")
-        print(f"made {venv} in {seconds:.0f} s")
-    return venv
+    """The cached venv with mlserver==1.7.1 (tests/serving/peers.py)."""
+    return peer_venv(
+        f"mlserver-{MLSERVER_VERSION}",
+        f"mlserver=={MLSERVER_VERSION}",
+        imports=("mlserver.codecs",),
+    )
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -4,9 +4,10 @@ default settings, against a real `python -m serving` (fixtures in conftest.py).
 - NVIDIA `tritonclient.http` (sync): binary tensor data by default (`set_data_from_numpy`,
   `binary_data_output` when no outputs are named).
 - `tritonclient.http.aio`: labels every body `application/octet-stream`, JSON included.
-- KServe 0.21's v2 REST client cannot be installed beside mlflow 3.17.2 (it pins pandas 2 and
-  protobuf 6, downgrading both), so its wire format is sent here byte for byte with httpx: the
-  same JSON header + raw bytes form, `Inference-Header-Content-Length`, and a JSON content type.
+- Binary bodies labelled `application/json` (what other v2 REST clients send): the JSON
+  header + raw bytes form with `Inference-Header-Content-Length`, sent with httpx. KServe 0.21's
+  own client (which labels them `application/octet-stream`) runs in its own venv in
+  test_kserve_client.py, as MLServer's does in test_mlserver_client.py.
 
 Predictions are compared with the same model loaded in-process with `mlflow.pyfunc`.
 """
@@ -178,9 +179,9 @@ def test_triton_aio_defaults(sk_server: Server, in_process) -> None:
 
 
 # ------------------------------------------------------------------ KServe v2 REST wire format
-def test_kserve_wire_format_binary(sk_server: Server, in_process) -> None:
-    """What kserve's InferenceRESTClient sends for `InferInput.set_data_from_numpy` (binary by
-    default): the JSON header, the raw little-endian bytes, the length header, a JSON label."""
+def test_binary_body_labelled_json(sk_server: Server, in_process) -> None:
+    """Binary tensor data (JSON header, raw little-endian bytes, the length header) under a JSON
+    label: the protocol header decides, not the label."""
     frame = sk_frame(3)
     raws = [frame[n].to_numpy().astype("<f8" if n != "c" else "<i8").tobytes() for n in "abc"]
     header = {
