@@ -326,13 +326,14 @@ _registry_patterns := [pattern |
 	_valid_pattern(pattern)
 ]
 
-# The registry host of an image reference; Docker Hub when the first segment is no host.
+# The registry host of an image reference; undefined when the reference names none (an
+# implicit Docker Hub image), which no pattern approves: name the registry explicitly.
 _registry_host(image) := host if {
 	segments := split(image, "/")
 	count(segments) > 1
 	host := segments[0]
 	_is_host(host)
-} else := "docker.io"
+}
 
 _is_host(segment) if contains(segment, ".")
 

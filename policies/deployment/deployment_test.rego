@@ -392,9 +392,10 @@ test_a_pattern_matches_the_whole_registry_host if {
 	}
 }
 
-test_docker_hub_images_have_the_docker_io_host if {
+test_a_pattern_never_approves_an_image_without_a_registry_host if {
 	image := concat("", ["python", digest])
-	decide_with(with_container({"image": image}), "production", {"approved_registry_patterns": [`docker\.io`]}).allow
+	result := decide_with(with_container({"image": image}), "production", {"approved_registry_patterns": [`.*`]})
+	not result.allow
 }
 
 test_an_invalid_registry_pattern_is_denied if {
