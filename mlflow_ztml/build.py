@@ -108,6 +108,22 @@ class RegistryAuth(BaseModel):
 # --------------------------------------------------------------------------- naming
 
 
+def _serving_source(name: str) -> bool:
+    """What of the `serving` package goes into the image: code, protos, Dockerfile and
+    requirements, and the subpackages (`grpc/`) holding them; never caches or bytecode."""
+    if name == "__pycache__" or name.startswith("."):
+        return False
+    return (
+        "." not in name
+        or name.endswith((".py", ".proto"))
+        or name
+        in (
+            "Dockerfile",
+            "requirements.txt",
+        )
+    )
+
+
 def serving_dir() -> Path:
     """The `serving` package (source checkout or installed wheel: it ships its Dockerfile)."""
     import serving
@@ -294,10 +310,11 @@ class ImageBuilder:
     def prepare_context(self, request: BuildRequest, context: Path) -> str:
         """Lay out the build context in `context`; return the normalised requirements."""
         serving = context / "serving"
-        serving.mkdir(parents=True)
-        for path in serving_dir().iterdir():
-            if path.suffix == ".py" or path.name in ("Dockerfile", "requirements.txt"):
-                shutil.copy2(path, serving / path.name)
+        shutil.copytree(
+            serving_dir(),
+            serving,
+            ignore=lambda _dir, names: [n for n in names if not _serving_source(n)],
+        )
         if not (serving / "Dockerfile").is_file():
             raise BuildError(
                 f"serving/Dockerfile is missing from {serving_dir()}; reinstall mlflow-ztml"
