@@ -207,20 +207,10 @@ def bench_binary(model: Path, args, work: Path) -> dict[str, dict[str, float]]:
             inp = httpclient.InferInput(name, list(x.shape), "FP32")
             inp.set_data_from_numpy(x, binary_data=as_binary)
             wanted = [httpclient.InferRequestedOutput("output-0", binary_data=as_binary)]
-            for _ in range(20):  # warm-up
-                client.infer("mlp", [inp], outputs=wanted)
-            times: list[float] = []
-            deadline = time.perf_counter() + args.duration
-            while time.perf_counter() < deadline:
-                began = time.perf_counter()
-                client.infer("mlp", [inp], outputs=wanted)
-                times.append(time.perf_counter() - began)
-            times.sort()
-            out[case] = {
-                "rps": len(times) / sum(times),
-                "p50_ms": times[len(times) // 2] * 1000,
-                "p99_ms": times[int(len(times) * 0.99)] * 1000,
-            }
+            out[case] = closed_loop(
+                lambda inp=inp, wanted=wanted: client.infer("mlp", [inp], outputs=wanted),
+                args.duration,
+            )
             print(
                 f"  v2 {case:<6} rows={args.binary_rows} {out[case]['rps']:8.0f} req/s  "
                 f"p50 {out[case]['p50_ms']:7.2f} ms  p99 {out[case]['p99_ms']:7.2f} ms",
@@ -232,6 +222,25 @@ def bench_binary(model: Path, args, work: Path) -> dict[str, dict[str, float]]:
     ratio = out["binary"]["rps"] / out["json"]["rps"]
     print(f"binary/JSON throughput on /v2 infer ({args.binary_rows} x 64 FP32): {ratio:.2f}x")
     return out
+
+
+def closed_loop(call, seconds: float) -> dict[str, float]:
+    """req/s, p50 and p99 (ms) of one client calling `call` back to back for `seconds`, after
+    20 warm-up calls."""
+    for _ in range(20):
+        call()
+    times: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        began = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - began)
+    times.sort()
+    return {
+        "rps": len(times) / sum(times),
+        "p50_ms": times[len(times) // 2] * 1000,
+        "p99_ms": times[int(len(times) * 0.99)] * 1000,
+    }
 
 
 def bench_grpc(model: Path, args, work: Path) -> dict[str, dict[str, float]]:
@@ -256,20 +265,10 @@ def bench_grpc(model: Path, args, work: Path) -> dict[str, dict[str, float]]:
         for case, (module, client) in clients.items():
             inp = module.InferInput(name, list(x.shape), "FP32")
             inp.set_data_from_numpy(x)
-            for _ in range(20):  # warm-up
-                client.infer("mlp", [inp])
-            times: list[float] = []
-            deadline = time.perf_counter() + args.duration
-            while time.perf_counter() < deadline:
-                began = time.perf_counter()
-                client.infer("mlp", [inp]).as_numpy("output-0")
-                times.append(time.perf_counter() - began)
-            times.sort()
-            out[case] = {
-                "rps": len(times) / sum(times),
-                "p50_ms": times[len(times) // 2] * 1000,
-                "p99_ms": times[int(len(times) * 0.99)] * 1000,
-            }
+            out[case] = closed_loop(
+                lambda client=client, inp=inp: client.infer("mlp", [inp]).as_numpy("output-0"),
+                args.duration,
+            )
             print(
                 f"  oip {case:<4} rows={args.binary_rows} {out[case]['rps']:8.0f} req/s  "
                 f"p50 {out[case]['p50_ms']:7.2f} ms  p99 {out[case]['p99_ms']:7.2f} ms",
