@@ -167,10 +167,12 @@ class Server:
 
 @contextlib.contextmanager
 def running(
-    specs: dict[str, tuple[Path, dict[str, str]]], tmp: Path
+    specs: dict[str, tuple[Path, dict[str, str]]], tmp: Path, kind: type[Server] | None = None
 ) -> Iterator[dict[str, Server]]:
-    """Start one server per spec (model dir, env) in parallel, wait for all, stop them after."""
-    started = {name: Server(name, str(path), tmp, env) for name, (path, env) in specs.items()}
+    """Start one server per spec (model dir, env) in parallel, wait for all, stop them after.
+    `kind` is the Server class to start (a subclass adds flags, e.g. a gRPC port)."""
+    kind = kind or Server
+    started = {name: kind(name, str(path), tmp, env) for name, (path, env) in specs.items()}
     try:
         wait_ready(list(started.values()))
         yield started

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from tests.mlflow_server import free_port
-from tests.serving.conftest import API_KEY, REPO, Server, metric, wait_ready
+from tests.serving.conftest import API_KEY, REPO, Server, metric, running, wait_ready
 
 grpcclient = pytest.importorskip("tritonclient.grpc")
 from tritonclient.utils import InferenceServerException  # noqa: E402
@@ -65,13 +65,8 @@ def grpc_servers(model_dirs: dict[str, Path], tmp_path_factory) -> Iterator[dict
             {"SERVING_MODEL_NAME": "echo", "SERVING_API_KEY": API_KEY, "SERVING_ACCESS_LOG": "1"},
         ),
     }
-    started = {n: GrpcServer(n, str(path), tmp, env) for n, (path, env) in specs.items()}
-    try:
-        wait_ready(list(started.values()))
+    with running(specs, tmp, GrpcServer) as started:
         yield started
-    finally:
-        for server in started.values():
-            server.stop()
 
 
 @pytest.fixture(scope="module")
