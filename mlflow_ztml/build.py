@@ -45,6 +45,11 @@ from mlflow_ztml.config import BuildConfig, Settings
 from mlflow_ztml.errors import BuildError
 from mlflow_ztml.redact import clip, redact, safe
 from mlflow_ztml.requirements import install_failure_hint
+from mlflow_ztml.supply_chain.model_files import (
+    IMAGE_SIGNATURE_DIR,
+    PUBLIC_KEY_FILE,
+    SIGNATURE_FILE,
+)
 
 Progress = Callable[[str], None]
 
@@ -65,6 +70,10 @@ class BuildRequest(BaseModel):
     run_id: str | None = None
     environment: str
     source_url: str | None = None
+    # The model files' model-signing bundle and its PEM public key: the image carries both in
+    # /opt/model-signature/ and serving verifies the model against them before loading it.
+    model_signature: str | None = Field(default=None, repr=False)
+    model_public_key: str | None = Field(default=None, repr=False)
 
     def model_post_init(self, _context: Any) -> None:
         if not self.model_uri:
@@ -153,6 +162,15 @@ def registry_host(reference: str) -> str | None:
     if "/" in reference and ("." in first or ":" in first or first == "localhost"):
         return first
     return None
+
+
+def _signature_context(request: BuildRequest, directory: Path) -> None:
+    """`model-signature/` of the build context: the signature and public key when the version
+    was signed, else empty (the Dockerfile copies it either way)."""
+    directory.mkdir()
+    if request.model_signature and request.model_public_key:
+        (directory / SIGNATURE_FILE).write_text(request.model_signature, encoding="utf-8")
+        (directory / PUBLIC_KEY_FILE).write_text(request.model_public_key, encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- requirements
@@ -337,6 +355,7 @@ class ImageBuilder:
                 "Linux torch wheels include CUDA (GBs). For CPU images set build.pip_index_url "
                 "to https://download.pytorch.org/whl/cpu and build.pip_extra_index_url to PyPI"
             )
+        _signature_context(request, context / "model-signature")
         certificates = context / "ca-certificates"
         certificates.mkdir()
         for index, path in enumerate(self.config.extra_ca_certificates):
@@ -398,6 +417,9 @@ class ImageBuilder:
         ):
             if value:
                 args[key] = value
+        if request.model_signature and request.model_public_key:
+            args["MODEL_SIGNATURE"] = f"{IMAGE_SIGNATURE_DIR}/{SIGNATURE_FILE}"
+            args["MODEL_PUBLIC_KEY"] = f"{IMAGE_SIGNATURE_DIR}/{PUBLIC_KEY_FILE}"
         return args
 
     def _build(

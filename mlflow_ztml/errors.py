@@ -74,3 +74,20 @@ class DeploymentConflictError(DeployError):
     A deploy never replaces another model's deployment: the message names the owner and asks
     for another `--name`. Raised before anything is written to MLflow.
     """
+
+
+class SigningError(ZtmlError):
+    """A signing or verification key could not be loaded or used (bad reference, unreadable or
+    encrypted PEM without its passphrase, wrong curve, KMS refusal), or a signature could not be
+    written to the registry. The message names the key reference, never key material.
+    """
+
+
+class SignatureVerificationError(ZtmlError):
+    """An image's signature or attestation did not verify: unsigned, signed by another key,
+    tampered, or attested for another environment. `reason` is the one-line cause for tags.
+    """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message

@@ -75,6 +75,18 @@ class Settings(BaseSettings):
         "regression",
     )
 
+    model_signature: str | None = Field(
+        None,
+        description="model-signing bundle (model.sig) the model files must match before they "
+        "load; needs --model-public-key",
+    )
+    model_public_key: str | None = Field(
+        None, description="PEM public key that verifies --model-signature"
+    )
+    require_model_signature: bool = Field(
+        False, description="refuse to start without a model signature (production)"
+    )
+
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
@@ -108,7 +120,15 @@ class Settings(BaseSettings):
             raise ValueError(f"log level must be debug|info|warning|error, not {value!r}")
         return value
 
-    @field_validator("model_name", "model_version", "image_digest", "api_key", mode="before")
+    @field_validator(
+        "model_name",
+        "model_version",
+        "image_digest",
+        "api_key",
+        "model_signature",
+        "model_public_key",
+        mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value

@@ -62,3 +62,13 @@ output "gpu_node_selector" {
   description = "Node labels of the GPU node group (the chart's gpu.nodeSelector default)."
   value       = local.node_groups.gpu.labels
 }
+
+output "signing_key_arn" {
+  description = "The ECC_NIST_P256 signing key (SIGN_VERIFY); only the controller role may sign with it."
+  value       = aws_kms_key.signing.arn
+}
+
+output "signing_key_uri" {
+  description = "The signing key as ztml and cosign name it (awskms:///ARN); its public key: aws kms get-public-key."
+  value       = "awskms:///${aws_kms_key.signing.arn}"
+}

@@ -15,8 +15,11 @@ def get_runtime(name: str, settings: Settings) -> Runtime:
         return ProcessRuntime(settings.home / "process")
     if name == "docker":
         from mlflow_ztml.runtimes.docker import DockerRuntime
+        from mlflow_ztml.supply_chain.verification import image_check
 
-        return DockerRuntime(settings.home / "docker", build=settings.build)
+        return DockerRuntime(
+            settings.home / "docker", build=settings.build, image_check=image_check(settings)
+        )
     if name == "kubernetes":
         from mlflow_ztml.runtimes.kubernetes import KubernetesRuntime
 

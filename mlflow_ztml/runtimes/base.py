@@ -42,11 +42,23 @@ class DeploymentSpec(BaseModel):
     port: int | None = None
     env: dict[str, str] = Field(default_factory=dict)
     ready_timeout_seconds: float = 120.0
+    # The model files' model-signing bundle and the PEM key that verifies it (signed when the
+    # gate allowed the version); runtimes ship both beside the model and serving verifies.
+    # Not part of the fingerprint (ECDSA signatures differ per signing): the key id is, in
+    # `env` (SERVING_REQUIRE_MODEL_SIGNATURE and the key's id travel there).
+    model_signature: str | None = Field(default=None, repr=False)
+    model_public_key: str | None = Field(default=None, repr=False)
 
     def fingerprint(self) -> str:
         """Identifies 'the same version with the same settings' for idempotent deploys."""
         material = self.model_dump(
-            exclude={"ready_timeout_seconds", "tracking_uri", "registry_uri"}
+            exclude={
+                "ready_timeout_seconds",
+                "tracking_uri",
+                "registry_uri",
+                "model_signature",
+                "model_public_key",
+            }
         )
         if material["response_format"] == "ztml":  # the default: fingerprints made before the
             del material["response_format"]  # option existed still say "unchanged"

@@ -27,6 +27,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,12 @@ class DockerRuntime:
         client: Any | None = None,
         build: BuildConfig | None = None,
         stop_grace_seconds: int = _STOP_GRACE_SECONDS,
+        image_check: Callable[[DeploymentSpec], object] | None = None,
     ) -> None:
+        """`image_check` runs before any container starts (signature and decision
+        attestation, supply_chain/verification.py) and raises to refuse the image;
+        `get_runtime` always sets it, so only a runtime built by hand runs unchecked."""
+        self.image_check = image_check
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._client = client
@@ -126,6 +132,8 @@ class DockerRuntime:
                 status = self._status(current)
                 if status.state == "running" and status.fingerprint == spec.fingerprint():
                     return status, False
+            if self.image_check is not None:
+                self.image_check(spec)  # refuses before anything is pulled or started
             self._ensure_image(spec.image)
             if (
                 current is not None

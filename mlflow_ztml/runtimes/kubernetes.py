@@ -637,6 +637,21 @@ class KubernetesRuntime:
             )
         return decision
 
+    def verify_image(self, spec: DeploymentSpec) -> None:
+        """The image's signature and decision attestation for `spec.environment`, judged by
+        the `ztml.signature` policy; raises ImageVerificationDenied (nothing is applied)."""
+        from mlflow_ztml.supply_chain.verification import verify_before_start
+
+        if spec.image:
+            verify_before_start(
+                self.settings,
+                self.engine,
+                spec.image,
+                spec.environment,
+                spec.model_name,
+                spec.model_version,
+            )
+
     # --- the Runtime protocol ---
 
     def deploy(self, spec: DeploymentSpec, verify: Verifier) -> tuple[DeploymentStatus, bool]:
@@ -644,6 +659,7 @@ class KubernetesRuntime:
         values = self.values_for(spec)
         objects = self.render(spec, values)
         self.check(spec, objects)  # before anything touches the cluster
+        self.verify_image(spec)
         labels = self.release_labels(spec, values)
         backend = self.backend(config)
         chart = self.chart_dir(config)

@@ -15,6 +15,7 @@ from mlflow_ztml import verify
 from mlflow_ztml.errors import DeployError
 from mlflow_ztml.runtimes.base import DeploymentSpec
 from mlflow_ztml.runtimes.docker import DockerRuntime, parse_cpu, parse_memory
+from mlflow_ztml.supply_chain.keys import generate_key_pair
 from tests.docker_support import (
     DEPLOYMENT_PREFIX,
     MODEL,
@@ -236,6 +237,7 @@ def test_pipeline_builds_scans_and_deploys_by_digest(images, runtime, ztml_env) 
         },
         "scan": {"cache_dir": str(settings.scan.cache_dir)},
         "environments": {"local": {"runtime": "docker"}, "production": {"runtime": "docker"}},
+        "signing": {"key": str(generate_key_pair(Path("keys")).private_key)},
     }
     Path("ztml.yaml").write_text(yaml.safe_dump(config))  # ztml_env chdir'ed to a tmp dir
     pipeline = Pipeline(load_settings())
@@ -257,6 +259,14 @@ def test_pipeline_builds_scans_and_deploys_by_digest(images, runtime, ztml_env) 
         assert "vulnerability_db=unavailable" in tags["ztml.local.scan"]
         assert tags["ztml.local.scan_decision"] == "allow"
         assert tags["ztml.local.status"] == "deployed"
+        # signed and attested after the scan allowed; the runtime verified it before starting
+        assert tags["ztml.local.signature"].startswith("key=sha256:")
+        assert tags["ztml.local.signature"].endswith(f"digest={tags['ztml.local.digest']}")
+        attested = {a.path for a in client.list_artifacts(outcome.audit_run_id, "attestations")}
+        assert {
+            f"attestations/{kind}.intoto.json" for kind in ("decision", "scan-report", "sbom")
+        } <= attested
+        assert not any("image signature" in w for w in outcome.warnings)
         import docker
 
         (container,) = docker.from_env().containers.list(
@@ -278,6 +288,24 @@ def test_pipeline_builds_scans_and_deploys_by_digest(images, runtime, ztml_env) 
 
         again = pipeline.run(uri, "local", DeployOptions(name=NAME, ready_timeout_seconds=90))
         assert again.status == "unchanged", again.error
+
+        # A runtime that trusts another key refuses the next version; v2 keeps serving.
+        other = generate_key_pair(Path("other-keys")).public_key
+        Path("ztml.yaml").write_text(
+            yaml.safe_dump({**config, "signing": {**config["signing"], "public_key": str(other)}})
+        )
+        images.image("v1")
+        v1 = images.versions["v1"]
+        refused = Pipeline(load_settings()).run(
+            f"models:/{MODEL}/{v1}", "local", DeployOptions(name=NAME, ready_timeout_seconds=90)
+        )
+        assert refused.status == "rejected", refused.error
+        assert refused.decision.package == "ztml.signature"
+        v1_tags = client.get_model_version(MODEL, v1).tags
+        assert v1_tags["ztml.local.status"] == "rejected"
+        assert "image signature rejected" in v1_tags["ztml.local.violations"]
+        assert runtime.get(NAME).model_version == version
+        Path("ztml.yaml").write_text(yaml.safe_dump(config))
 
         # Production: the same governance passes, the scan policy denies (no vulnerability DB).
         denied = pipeline.run(

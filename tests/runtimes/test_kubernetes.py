@@ -117,6 +117,9 @@ class FakeHelm:
         return "OK: predictions"
 
 
+UNSIGNED_WARNS = {"signature": {"enforcement": {"unverifiable": "warn"}}}
+
+
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.chdir(tmp_path)
@@ -133,6 +136,9 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
             "staging": {"runtime": "kubernetes", "kubernetes": kubernetes},
             "production": {
                 "runtime": "kubernetes",
+                # Images here live in made-up registries and no key is configured: image
+                # signature checks are tests/supply_chain's; here they warn instead of deny.
+                "policy": UNSIGNED_WARNS,
                 "kubernetes": {
                     **kubernetes,
                     "values": {
@@ -142,7 +148,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
                     },
                 },
             },
-            "qa": {"runtime": "kubernetes", "kubernetes": kubernetes},
+            "qa": {"runtime": "kubernetes", "kubernetes": kubernetes, "policy": UNSIGNED_WARNS},
         },
     )
 
