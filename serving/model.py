@@ -1,7 +1,13 @@
 """The served model: files + metadata + signature + predictor, loaded once at start.
 
 Chooses the predictor: the PyTorch fast path when the model's pyfunc is MLflow's own PyTorch
-wrapper and its input is one tensor (or numeric columns); MLflow pyfunc for everything else.
+wrapper and its input is one tensor (or numeric columns); scikit-learn directly when its pyfunc
+is MLflow's own sklearn wrapper; MLflow pyfunc for everything else.
+
+Cold start: the `MLmodel` file is read without MLflow (`serving.mlmodel`) and the PyTorch and
+scikit-learn flavors load without it (`serving.flavors`), so a model in a local directory (the
+image's /opt/model) starts without importing MLflow at all. MLflow is imported only to resolve
+and download `models:/`/`runs:/` URIs and for models `serving.flavors` leaves to pyfunc.
 """
 
 from __future__ import annotations
@@ -12,10 +18,17 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from serving import flavors, mlmodel
 from serving.config import Settings
 from serving.errors import ModelLoadError
 from serving.loader import ModelSource, resolve
-from serving.predictors import Predictor, PyfuncPredictor, TorchPredictor, pick_device
+from serving.predictors import (
+    Predictor,
+    PyfuncPredictor,
+    SklearnPredictor,
+    TorchPredictor,
+    pick_device,
+)
 from serving.redact import redact
 from serving.signature import InputSchema
 
@@ -63,16 +76,9 @@ class ServedModel:
         }
 
 
-def _signature_dict(mlmodel: Any) -> dict[str, Any] | None:
-    if mlmodel.signature is None:
-        return None
-    raw = mlmodel.signature.to_dict()
-    return {k: json.loads(v) if isinstance(v, str) else v for k, v in raw.items()}
-
-
-def _input_example(mlmodel: Any, path: Any) -> Any:
+def _input_example(meta: mlmodel.MLmodel, path: Any) -> Any:
     """The example as a request body /invocations accepts (MLflow's serving_input_example)."""
-    info = mlmodel.saved_input_example_info or {}
+    info = meta.saved_input_example_info or {}
     name = info.get("serving_input_path")
     if not name or not (path / name).is_file():
         return None
@@ -83,8 +89,8 @@ def _input_example(mlmodel: Any, path: Any) -> Any:
         return None
 
 
-def _use_torch(mlmodel: Any, schema: InputSchema | None) -> bool:
-    flavors = mlmodel.flavors
+def _use_torch(meta: mlmodel.MLmodel, schema: InputSchema | None) -> bool:
+    flavors = meta.flavors
     if "pytorch" not in flavors:
         return False
     loader = flavors.get("python_function", {}).get("loader_module", "mlflow.pytorch")
@@ -95,38 +101,58 @@ def _use_torch(mlmodel: Any, schema: InputSchema | None) -> bool:
     return schema.is_columns and all(c.kind in _NUMERIC_KINDS for c in schema.columns)
 
 
+def _load_sklearn(meta: mlmodel.MLmodel, schema: InputSchema | None) -> SklearnPredictor | None:
+    """scikit-learn without pyfunc when MLflow's own sklearn wrapper would serve it and the input
+    is columns or one tensor (what that wrapper passes through unchanged); else None."""
+    conf = meta.flavors
+    pyfunc = conf.get("python_function") or {}
+    if "sklearn" not in conf or pyfunc.get("loader_module") != "mlflow.sklearn":
+        return None
+    if schema is not None and not schema.is_columns and schema.single_tensor is None:
+        return None
+    model = flavors.load_sklearn(meta.path, conf["sklearn"] or {}, pyfunc)
+    if model is None:
+        return None
+    return SklearnPredictor(model, str(pyfunc.get("predict_fn") or "predict"))
+
+
 def load(settings: Settings) -> ServedModel:
     """Resolve, download and load the model named by the settings; raises ModelLoadError."""
     source = resolve(settings.model_uri, settings.model_name, settings.model_version)
-    try:
-        from mlflow.models import Model
+    if settings.model_signature or settings.model_public_key or settings.require_model_signature:
+        from serving import integrity  # model-signing is imported only when a check is asked
 
-        mlmodel = Model.load(str(source.path))
-    except Exception as exc:
-        raise ModelLoadError(f"cannot read {source.path / 'MLmodel'}: {exc}") from exc
-    source.run_id = source.run_id or mlmodel.run_id
-    signature = mlmodel.signature
-    schema = InputSchema.from_mlflow(
-        signature.inputs if signature else None, signature.params if signature else None
-    )
-    flavors = list(mlmodel.flavors)
-    flavor = next((f for f in flavors if f != "python_function"), "python_function")
+        integrity.check(settings, source.path)  # before any model file is read
+    meta = mlmodel.read(source.path)
+    source.run_id = source.run_id or meta.run_id
+    try:
+        schema = meta.input_schema()
+        output_schema = meta.output_schema()
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelLoadError(
+            f"cannot read the signature in {source.path / 'MLmodel'}: {exc}"
+        ) from exc
+    names = list(meta.flavors)
+    flavor = next((f for f in names if f != "python_function"), "python_function")
     try:
         predictor: Predictor
-        if _use_torch(mlmodel, schema):
+        if _use_torch(meta, schema):
             device = pick_device(settings.device)
             if settings.num_threads:
                 import torch
 
                 torch.set_num_threads(settings.num_threads)
             dtype = schema.single_tensor.dtype if schema and schema.single_tensor else None
-            predictor = TorchPredictor.load(str(source.path), device, dtype)
-        elif "python_function" in flavors:
+            torch_conf = meta.flavors.get("pytorch") or {}
+            predictor = TorchPredictor.load(str(source.path), device, dtype, torch_conf)
+        elif flavor == "sklearn" and (direct := _load_sklearn(meta, schema)) is not None:
+            predictor = direct
+        elif "python_function" in names:
             device = pick_device(settings.device) if flavor == "pytorch" else None
             predictor = PyfuncPredictor.load(str(source.path), flavor, device)
         else:
             raise ModelLoadError(
-                f"the model has no python_function flavor (flavors: {', '.join(flavors)})"
+                f"the model has no python_function flavor (flavors: {', '.join(names)})"
             )
     except ModelLoadError:
         raise
@@ -137,14 +163,12 @@ def load(settings: Settings) -> ServedModel:
         ) from exc
     return ServedModel(
         source=source,
-        flavors=flavors,
+        flavors=names,
         flavor=flavor,
-        signature=_signature_dict(mlmodel),
+        signature=meta.signature,
         schema=schema,
-        output_schema=InputSchema.from_mlflow(
-            mlmodel.signature.outputs if mlmodel.signature else None
-        ),
-        input_example=_input_example(mlmodel, source.path),
+        output_schema=output_schema,
+        input_example=_input_example(meta, source.path),
         predictor=predictor,
         loaded_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     )

@@ -5,7 +5,12 @@
   `torch.from_numpy` of the already-typed array: no pandas, no pyfunc schema enforcement.
   Exported programs whose batch dimension was frozen at 1 (saved with a 1-row example) are
   detected and then fed row by row, so batching stays correct for them.
+* `SklearnPredictor`: a scikit-learn estimator loaded directly (`serving.flavors`), called the
+  way MLflow's sklearn pyfunc wrapper calls it: the flavor's `predict_fn` on a DataFrame.
 * `PyfuncPredictor`: any MLflow pyfunc model, fed a DataFrame (columns) or arrays (tensors).
+
+Only `PyfuncPredictor` (and `TorchPredictor` for models `serving.flavors` leaves to MLflow)
+imports MLflow: the direct paths start without it.
 
 Predictors are called from one inference thread only; they need not be thread-safe.
 """
@@ -58,11 +63,24 @@ class TorchPredictor:
         self.per_row = False  # set when the module only accepts batches of one row
 
     @classmethod
-    def load(cls, path: str, device: str, input_dtype: np.dtype | None) -> TorchPredictor:
-        """Load the module with mlflow.pytorch (pickle or pt2) and move it to `device`."""
-        import mlflow.pytorch
+    def load(
+        cls,
+        path: str,
+        device: str,
+        input_dtype: np.dtype | None,
+        flavor: dict[str, Any] | None = None,
+    ) -> TorchPredictor:
+        """Load the module (`torch.export` archives directly, anything else with
+        mlflow.pytorch) and move it to `device`. `flavor` is the MLmodel's `pytorch` section."""
+        from pathlib import Path
 
-        module = mlflow.pytorch.load_model(path)  # eval() already called for pickled modules
+        from serving.flavors import load_torch
+
+        module = load_torch(Path(path), flavor) if flavor is not None else None
+        if module is None:
+            import mlflow.pytorch
+
+            module = mlflow.pytorch.load_model(path)  # eval() already called for pickled ones
         if device != "cpu":
             try:
                 module = module.to(device)
@@ -117,6 +135,30 @@ class TorchPredictor:
                 self.per_row = True
                 rest = [self._forward(arr[i : i + 1]) for i in range(1, len(arr))]
                 return np.concatenate([first, *rest])
+
+
+class SklearnPredictor:
+    """A scikit-learn estimator: `predict_fn` (the pyfunc flavor's, default `predict`) on a
+    DataFrame in signature column order, or on the array of a tensor signature; params are not
+    passed on (MLflow's sklearn wrapper ignores them too)."""
+
+    flavor = "sklearn"
+    device = "cpu"
+
+    def __init__(self, model: Any, predict_fn: str = "predict") -> None:
+        fn = getattr(model, predict_fn, None)
+        if not callable(fn):
+            raise ModelError(f"the scikit-learn model has no method {predict_fn!r}")
+        self.model = model
+        self._predict = fn
+
+    def get_raw_model(self) -> Any:
+        """The estimator (as MLflow's `PyfuncModel.get_raw_model`): `/predict`'s classifier
+        output uses its `predict_proba` and `classes_`."""
+        return self.model
+
+    def predict(self, inp: ModelInput, params: dict | None = None) -> Any:
+        return self._predict(inp.to_frame() if isinstance(inp, Columns) else inp.model_value())
 
 
 class PyfuncPredictor:

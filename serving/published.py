@@ -143,9 +143,12 @@ def decode(
 
 # ----------------------------------------------------------------------------------- output
 def _predict_proba(model: ServedModel) -> tuple[Callable[[Any], Any] | None, list | None]:
-    """`predict_proba` and `classes_` of the model behind the pyfunc, when it has them."""
+    """`predict_proba` and `classes_` of the model behind the pyfunc (or the predictor that
+    loaded it directly), when it has them."""
     pyfunc = getattr(model.predictor, "model", None)
-    get_raw = getattr(pyfunc, "get_raw_model", None)
+    get_raw = getattr(model.predictor, "get_raw_model", None) or getattr(
+        pyfunc, "get_raw_model", None
+    )
     if get_raw is None:
         return None, None
     try:

@@ -27,7 +27,7 @@ def test_health_ready_info(sk_server: Server) -> None:
     info = httpx.get(sk_server.url + "/model/info").json()
     assert (info["name"], info["version"]) == ("iris", "7")
     assert info["image_digest"] == "sha256:" + "ab" * 32
-    assert info["flavor"] == "sklearn" and info["predictor"] == "PyfuncPredictor"
+    assert info["flavor"] == "sklearn" and info["predictor"] == "SklearnPredictor"
     assert [c["name"] for c in info["signature"]["inputs"]] == ["a", "b", "c"]
     assert info["input_example"]["dataframe_split"]["columns"] == ["a", "b", "c"]
     assert info["loaded_at"].endswith("+00:00")
