@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import requests
@@ -18,15 +18,21 @@ from mlflow.protos.databricks_pb2 import (
 )
 from pydantic import ValidationError
 
-from mlflow_ztml import logs, names, store
-from mlflow_ztml.config import Settings, load_settings
+from mlflow_ztml import logs, names
 from mlflow_ztml.errors import ModelNotFoundError, ZtmlError
-from mlflow_ztml.notify import Notifier
-from mlflow_ztml.pipeline import DeployOptions, Outcome, Pipeline
+from mlflow_ztml.options import DeployOptions
 from mlflow_ztml.redact import clip, redact
-from mlflow_ztml.registry import ModelUri
-from mlflow_ztml.runtimes.base import DeploymentStatus
 from mlflow_ztml.verify import request_body
+
+if TYPE_CHECKING:
+    from mlflow_ztml.config import Settings
+    from mlflow_ztml.notify import Notifier
+    from mlflow_ztml.pipeline import Outcome, Pipeline
+    from mlflow_ztml.runtimes.base import DeploymentStatus
+
+# mlflow loads this module for any `-t ztml` command, `help` included: the deploy pipeline
+# (policy engine, evidence, notifications, ...) is imported by the operations that deploy or
+# delete, not by get/list/predict, which only read the runtime's state.
 
 CONFIG_OPTIONS: dict[str, str] = {
     "env": "target environment (also given as the target, ztml:/ENV); default: local",
@@ -132,6 +138,9 @@ class ZtmlDeploymentClient(BaseDeploymentClient):
         self.target_environment = _environment_of(target_uri)
 
     def _settings(self) -> Settings:
+        from mlflow_ztml import store
+        from mlflow_ztml.config import load_settings
+
         try:
             settings = load_settings()
             notice = store.use(settings).notice_once()
@@ -172,9 +181,13 @@ class ZtmlDeploymentClient(BaseDeploymentClient):
             raise _fail(f"invalid -C option: {problems}") from None
 
     def _pipeline(self, notifier: Notifier | None = None) -> Pipeline:
+        from mlflow_ztml.pipeline import Pipeline
+
         return Pipeline(self._settings(), progress=_progress, notifier=notifier)
 
     def _deploy(self, name: str, model_uri: str, config: dict | None) -> dict[str, Any]:
+        from mlflow_ztml.notify import Notifier
+
         env, options = self._options(name, config)
         notifier = Notifier(self._settings())
         try:
@@ -239,9 +252,11 @@ class ZtmlDeploymentClient(BaseDeploymentClient):
 
     @_clean
     def list_deployments(self, endpoint: str | None = None) -> list[dict[str, Any]]:
+        from mlflow_ztml import status as deployment_status
+
         settings = self._settings()
         env = self._environment(settings, {})
-        runtime = Pipeline(settings).runtime_for(env, DeployOptions())
+        runtime = deployment_status.runtime_for(settings, env)
         return [_describe(s) for s in runtime.list() if s.environment == env]
 
     @_clean
@@ -289,9 +304,12 @@ class ZtmlDeploymentClient(BaseDeploymentClient):
         raise _fail("ztml has no endpoints separate from deployments; use get_deployment")
 
     def _status(self, name: str, config: dict | None) -> DeploymentStatus | None:
+        from mlflow_ztml import status as deployment_status
+
         env, options = self._options(name or "x", config)
         try:
-            return self._pipeline().runtime_for(env, options).get(name)
+            runtime = deployment_status.runtime_for(self._settings(), env, options.runtime)
+            return runtime.get(name)
         except ZtmlError as exc:
             raise _fail(str(exc)) from None
 
@@ -312,6 +330,8 @@ def _check_flavor(flavor: str | None) -> None:
 
 def _requested_version(model_uri: str) -> tuple[str, str] | None:
     """(name, version) when the URI pins a version; aliases and stages resolve later."""
+    from mlflow_ztml.registry import ModelUri
+
     try:
         ref = ModelUri.parse(model_uri)
     except ModelNotFoundError:

@@ -16,14 +16,22 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from mlflow_ztml import __version__, logs, store
-from mlflow_ztml.config import Settings, load_settings
+from mlflow_ztml import __version__, logs
 from mlflow_ztml.errors import ZtmlError
 from mlflow_ztml.redact import clip, redact, redact_data
+
+if TYPE_CHECKING:
+    from mlflow_ztml.config import Settings
+
+# Import discipline (tests/test_cli_imports.py): importing this module and `ztml --help` load
+# click, the standard library and ztml's light modules only. Each command imports what it
+# needs inside its function, and never mlflow, torch, docker, kubernetes or pandas unless
+# the work it was asked to do needs them: `ztml gate -f FILE` and `ztml status` answer in a
+# fraction of a second because of it.
 
 EXIT_DENIED = 1
 EXIT_ERROR = 2
@@ -62,6 +70,9 @@ def _fail(error: Exception | str, code: int = EXIT_ERROR) -> NoReturn:
 def _settings(need_registry: bool = True) -> Settings:
     """Settings with the MLflow store resolved (`store.use`): said on stderr when it is the
     implicit local default, an error when a command needs a registry and there is none."""
+    from mlflow_ztml import store
+    from mlflow_ztml.config import load_settings
+
     try:
         settings = load_settings()
         notice = store.use(settings, need_registry).notice_once()
@@ -118,13 +129,15 @@ def main() -> None:
 def _load_manifest(
     settings: Settings | None, model_uri: str | None, manifest_file: Path | None, env: str
 ):
-    from mlflow_ztml import evidence, manifest
-    from mlflow_ztml.registry import Registry
-
     if (model_uri is None) == (manifest_file is None):
         raise click.UsageError("give exactly one of MODEL_URI or -f/--manifest FILE")
     if manifest_file is not None:
+        from mlflow_ztml import manifest
+
         return manifest.load(manifest_file)
+    from mlflow_ztml import evidence  # reads MLflow: imports it
+    from mlflow_ztml.registry import Registry
+
     assert settings is not None
     return evidence.build(Registry(settings), settings, model_uri, env)
 
@@ -147,8 +160,19 @@ def _load_manifest(
     default=None,
     help="Write the manifest here instead of stdout.",
 )
+@click.option(
+    "--summary",
+    is_flag=True,
+    default=False,
+    help="Print a short evidence summary (metrics, fairness, drift, lineage, training, "
+    "dependencies, signature) on stdout; with -o the full manifest is still written.",
+)
 def manifest_command(
-    model_uri: str | None, manifest_file: Path | None, env: str | None, output: Path | None
+    model_uri: str | None,
+    manifest_file: Path | None,
+    env: str | None,
+    output: Path | None,
+    summary: bool,
 ) -> None:
     """Print the canonical ModelDeployment manifest for MODEL_URI or a file.
 
@@ -158,7 +182,17 @@ def manifest_command(
     """
     settings = _settings() if manifest_file is None else None
     env = env or (settings.default_environment if settings else "local")
-    document = _load_manifest(settings, model_uri, manifest_file, env).to_yaml()
+    loaded = _load_manifest(settings, model_uri, manifest_file, env)
+    document = loaded.to_yaml()
+    if summary:
+        from mlflow_ztml.report import evidence_summary
+
+        for line in evidence_summary(loaded.to_dict()):
+            _echo(line)
+        if output is not None:
+            output.write_text(document, encoding="utf-8")
+            _echo(f"wrote {output}", err=True)
+        return
     if output is None:
         _echo(document, nl=False)
     else:
@@ -197,31 +231,86 @@ def gate_command(
     (its requirements on the build's package indexes, the packages its flavor loads with).
     Exit 0 when allowed, 1 when denied, 2 when the gate could not run.
     """
-    from mlflow_ztml import evidence, gate, requirements
+    from mlflow_ztml import gate, requirements
     from mlflow_ztml.policy.engine import make_engine
-    from mlflow_ztml.registry import Registry
 
     settings = _settings(need_registry=model_uri is not None)
     env = env or settings.default_environment
     settings.environment(env)
     if baseline is not None and model_uri is not None:
+        from mlflow_ztml import evidence
+        from mlflow_ztml.registry import Registry
+
         document = evidence.build(Registry(settings), settings, model_uri, env, baseline)
     else:
         document = _load_manifest(settings, model_uri, manifest_file, env)
     runtime = document.spec.inference.runtime or settings.environment(env).runtime
     if model_uri is not None:  # can that runtime install and load the model?
+        from mlflow_ztml.registry import Registry
+
         uri = document.spec.model.uri
         report = requirements.for_model(Registry(settings), settings, uri, runtime)
     else:
         report = requirements.for_manifest(document, settings, runtime)
-    decision = gate.evaluate(document, env, make_engine(settings), report)
+    decision = gate.evaluate(document, env, make_engine(settings), report, explain=True)
     subject = model_uri or str(manifest_file)
     if fmt == "json":
         payload = {"subject": subject, "environment": env, **decision.model_dump()}
         _echo_json(payload)
     else:
+        from mlflow_ztml.report import rules_text, tally
+
         verdict = "ALLOW" if decision.allow else "DENY"
         _echo(f"{verdict} {subject} for {env} (engine: {decision.engine})")
+        for message in decision.deny:
+            _echo(f"  deny: {message}")
+        for message in decision.warn:
+            _echo(f"  warn: {message}")
+        if decision.checks:  # what was checked, also on an allow: value, threshold, result
+            _echo(f"  rules: {tally(decision.checks)}")
+            for line in rules_text(decision.checks):
+                _echo(line)
+    if decision.error is not None:
+        sys.exit(EXIT_ERROR)
+    sys.exit(0 if decision.allow else EXIT_DENIED)
+
+
+@main.command("verify")
+@click.argument("target")
+@click.option("--env", "env", default=None, help="Environment to verify for (default: local).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def verify_command(target: str, env: str | None, fmt: str) -> None:
+    """Check an image's signature and governance decision attestation.
+
+    TARGET is an image reference (REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:...) or a model
+    version (models:/NAME/VERSION: the image ztml built for ENV). A tag is resolved to its
+    digest first: what is checked is what would run. The key is signing.public_key (else
+    signing.key's public half); the ztml.signature policy judges the result for ENV, as the
+    runtimes do before they start an image. Exit 0 when allowed, 1 when denied, 2 when the
+    check could not run.
+    """
+    from mlflow_ztml.policy.engine import make_engine
+    from mlflow_ztml.supply_chain.verification import verify_target
+
+    settings = _settings(need_registry=target.startswith("models:/"))
+    env = env or settings.default_environment
+    settings.environment(env)
+    facts, decision = verify_target(settings, target, env, make_engine(settings))
+    if fmt == "json":
+        payload = {"target": target, "allow": decision.allow, **facts.model_dump(mode="json")}
+        _echo_json({**payload, "deny": decision.deny, "warn": decision.warn})
+    else:
+        verdict = "DENY"
+        if decision.allow:
+            verdict = "ALLOW" if decision.warn else "VERIFIED"
+        _echo(f"{verdict} {target} for {env}")
+        if facts.digest:
+            _echo(f"  digest:      {facts.digest}")
+        if facts.key_id:
+            _echo(f"  key:         {facts.key_id}")
+        if facts.verifiable:
+            _echo(f"  signature:   {facts.signature} ({facts.signature_detail})")
+            _echo(f"  attestation: {facts.attestation} ({facts.attestation_detail})")
         for message in decision.deny:
             _echo(f"  deny: {message}")
         for message in decision.warn:
@@ -229,6 +318,51 @@ def gate_command(
     if decision.error is not None:
         sys.exit(EXIT_ERROR)
     sys.exit(0 if decision.allow else EXIT_DENIED)
+
+
+@main.group("keys")
+def keys_group() -> None:
+    """Signing keys for images and attestations."""
+
+
+@keys_group.command("generate")
+@click.option(
+    "--out",
+    "out_dir",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for ztml.key and ztml.pub (default: $ZTML_HOME/keys).",
+)
+@click.option("--force", is_flag=True, help="Replace an existing key pair.")
+@click.option(
+    "--passphrase-env",
+    default=None,
+    help="Encrypt the private key with the passphrase in this environment variable.",
+)
+def keys_generate_command(out_dir: Path | None, force: bool, passphrase_env: str | None) -> None:
+    """Write an ECDSA P-256 key pair: ztml.key (PKCS#8 PEM, mode 0600) and ztml.pub.
+
+    Point signing.key at ztml.key (or put its PEM in an environment variable and use
+    env://VAR) and give ztml.pub to whoever verifies (signing.public_key, cosign verify --key,
+    Kyverno, policy-controller). Exit 0 when written, 2 when not.
+    """
+    import os
+
+    from mlflow_ztml.config import load_settings
+    from mlflow_ztml.supply_chain.keys import generate_key_pair
+
+    if out_dir is None:
+        out_dir = load_settings().home / "keys"
+    passphrase = None
+    if passphrase_env:
+        passphrase = os.environ.get(passphrase_env)
+        if not passphrase:
+            raise click.UsageError(f"--passphrase-env names {passphrase_env}, which is not set")
+    keys = generate_key_pair(out_dir, passphrase.encode() if passphrase else None, force)
+    _echo(f"private key: {keys.private_key} (keep it secret; mode 0600)")
+    _echo(f"public key:  {keys.public_key}")
+    _echo(f"key id:      {keys.key_id}")
+    _echo(f"use it: signing: {{key: {keys.private_key}}} in ztml.yaml, or ZTML_SIGNING__KEY")
 
 
 @main.group("policy")
@@ -393,6 +527,8 @@ def _print_outcome(outcome: Any) -> None:
         _echo(f"  stages: {timings}")
     if outcome.audit_run_id:
         _echo(f"  audit run: {outcome.audit_run_id}")
+    for label, url in getattr(outcome, "links", {}).items():  # MLflow UI, when it has one
+        _echo(f"  {label}: {url}")
 
 
 @main.command("plan")
@@ -446,14 +582,17 @@ def status_command(name: str | None, env: str | None, runtime: str | None, fmt: 
     With --env, only that environment's deployments. A deployment found dead is marked
     `failed` in MLflow (best effort); one whose state file is unreadable shows as `unknown`.
     """
-    from mlflow_ztml.pipeline import DeployOptions, Pipeline
+    from mlflow_ztml import status as deployment_status
 
     settings = _settings()
-    pipeline = Pipeline(settings)
-    statuses = pipeline.statuses(env, runtime, name)
+    statuses = deployment_status.find(settings, env, runtime, name)
+    if any(deployment_status.needs_record(status) for status in statuses):
+        from mlflow_ztml.pipeline import Pipeline  # MLflow, only to record a dead server
+
+        Pipeline(settings).record_dead(statuses)
     if name and not statuses:
-        target = pipeline.runtime_for(
-            env or settings.default_environment, DeployOptions(runtime=runtime)
+        target = deployment_status.runtime_for(
+            settings, env or settings.default_environment, runtime
         )
         where = f" in {env}" if env else ""
         _fail(f"no deployment named {name!r}{where} in the {target.name} runtime")
@@ -533,7 +672,8 @@ def controller_command(host: str, port: int, log_level: str) -> None:
     in ztml.yaml) decide which version runs in which environment; the controller makes it so
     and writes the outcome back as `ztml.<env>.*` tags. The webhook secret comes from
     ZTML_WEBHOOK_SECRET (ZTML_WEBHOOK_PREVIOUS_SECRET is accepted too, during rotation).
-    Endpoints: POST /webhooks/mlflow, /healthz, /readyz, /metrics, /status.
+    Endpoints: POST /webhooks/mlflow, /healthz, /readyz, /metrics, /status (JSON), and / (the
+    same status as a page for people).
     """
     import uvicorn
 

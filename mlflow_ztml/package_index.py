@@ -16,10 +16,9 @@ import re
 import threading
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urljoin, urlsplit
 
-import requests
 from packaging.utils import (
     InvalidSdistFilename,
     InvalidWheelFilename,
@@ -32,6 +31,9 @@ from pydantic import BaseModel, Field, PrivateAttr
 
 from mlflow_ztml.config import BuildConfig
 from mlflow_ztml.redact import redact, safe
+
+if TYPE_CHECKING:  # imported where an index is asked: `ztml gate -f` never pays for it
+    import requests
 
 _SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 _ACCEPT = f"{_SIMPLE_JSON}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
@@ -138,6 +140,8 @@ class IndexClient:
     one per run: a new run sees a new index state). Thread-safe."""
 
     def __init__(self, request_timeout: float = 5.0, session: requests.Session | None = None):
+        import requests
+
         self.request_timeout = request_timeout
         self._session = session or requests.Session()
         self._cache: dict[tuple[str, str, str], ProjectPage] = {}
@@ -210,6 +214,8 @@ class IndexClient:
 
 def _describe(exc: Exception) -> str:
     """A short reason: urllib3's messages repeat the URL and the pool around the cause."""
+    import requests
+
     if isinstance(exc, requests.Timeout):
         return "timed out"
     if isinstance(exc, requests.ConnectionError):

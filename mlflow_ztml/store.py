@@ -17,9 +17,11 @@ serving processes started elsewhere) uses the same store.
 from __future__ import annotations
 
 import os
+import posixpath
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from mlflow_ztml.config import Settings
 from mlflow_ztml.errors import ConfigError
@@ -63,12 +65,41 @@ def find(settings: Settings) -> TrackingStore:
         return TrackingStore(settings.mlflow.tracking_uri, "ztml.yaml")
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return TrackingStore(os.environ["MLFLOW_TRACKING_URI"], "MLFLOW_TRACKING_URI")
+    if "mlflow" not in sys.modules:  # nothing in this process can have set a URI: no import
+        uri = default_uri()
+        return TrackingStore(uri, "default", exists=_local_store_exists(uri))
     import mlflow
 
     if mlflow.is_tracking_uri_set():  # mlflow.set_tracking_uri() in this process
         return TrackingStore(mlflow.get_tracking_uri(), "mlflow.set_tracking_uri")
     uri = mlflow.get_tracking_uri()  # MLflow's default, resolved to an absolute local path
     return TrackingStore(uri, "default", exists=_local_store_exists(uri))
+
+
+def default_uri(cwd: Path | None = None) -> str:
+    """MLflow's default tracking URI for `cwd`, as `mlflow.get_tracking_uri()` answers it
+    when nothing set one, computed without importing mlflow (about 2 s of a CLI command).
+
+    MLflow 3 keeps `./mlruns` when it holds experiment data (a numbered directory with a
+    meta.yaml), else uses `sqlite:///mlflow.db`; both as absolute URIs. tests/test_store.py
+    checks this against mlflow's own answer.
+    """
+    base = Path(os.path.abspath(cwd or os.getcwd()))
+    mlruns = base / "mlruns"
+    try:
+        with os.scandir(mlruns) as entries:
+            for entry in entries:
+                if (
+                    entry.is_dir()
+                    and entry.name.isdigit()
+                    and os.path.lexists(os.path.join(entry.path, "meta.yaml"))
+                ):
+                    return mlruns.as_uri()
+    except OSError:
+        pass
+    # mlflow's path_to_local_sqlite_uri; urllib's pathname2url is quote() on POSIX
+    database = posixpath.abspath(quote(str(base / "mlflow.db")))
+    return "sqlite:///" + database
 
 
 def use(settings: Settings, need_registry: bool = True) -> TrackingStore:

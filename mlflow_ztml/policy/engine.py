@@ -11,19 +11,37 @@ Fail closed: an engine that cannot compile, load or reach its policies returns a
 
 from __future__ import annotations
 
+import logging
 import re
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from mlflow_ztml.errors import ConfigError, PolicyError
 
 if TYPE_CHECKING:
     from mlflow_ztml.config import Settings
 
+log = logging.getLogger(__name__)
+
+
+class RuleCheck(BaseModel):
+    """One rule as a person reads it (a package's `checks`): what was observed against which
+    threshold, and the result: pass, warn, deny or off (not enforced in this environment)."""
+
+    id: str
+    title: str
+    observed: str
+    threshold: str
+    result: Literal["pass", "warn", "deny", "off"]
+
 
 class Decision(BaseModel):
-    """What every gate returns. `allow` is true only when the package allowed and denied nothing."""
+    """What every gate returns. `allow` is true only when the package allowed and denied nothing.
+
+    `checks` lists every rule with its observed value when the package defines them and the
+    caller asked (gate.evaluate(explain=True)); it explains the decision, never changes it.
+    """
 
     allow: bool
     deny: list[str] = Field(default_factory=list)
@@ -31,6 +49,7 @@ class Decision(BaseModel):
     engine: str
     package: str
     error: str | None = None
+    checks: list[RuleCheck] = Field(default_factory=list)
 
     @classmethod
     def failed(cls, engine: str, package: str, error: str) -> Decision:
@@ -87,8 +106,29 @@ def decision_from_document(document: Any, *, engine: str, package: str) -> Decis
     if not allowed and not deny:
         deny = [f"policy package {package} did not allow and gave no reason"]
     return Decision(
-        allow=allowed and not deny, deny=deny, warn=warn, engine=engine, package=package
+        allow=allowed and not deny,
+        deny=deny,
+        warn=warn,
+        engine=engine,
+        package=package,
+        checks=parse_checks(document.get("checks")),
     )
+
+
+def parse_checks(value: Any) -> list[RuleCheck]:
+    """A package's `checks` in a stable order (by id), or [] when it defines none.
+
+    Checks only explain a decision: a malformed one is dropped (and logged), never a deny.
+    """
+    if not isinstance(value, list | tuple):
+        return []
+    checks: list[RuleCheck] = []
+    for item in value:
+        try:
+            checks.append(RuleCheck.model_validate(item))
+        except ValidationError as exc:
+            log.warning("policy check dropped, not of the expected shape: %s", exc)
+    return sorted(checks, key=lambda check: check.id)
 
 
 def _messages(document: dict[str, Any], rule: str, package: str, *, required: bool) -> list[str]:
@@ -110,11 +150,11 @@ def make_engine(settings: Settings) -> PolicyEngine:
     A malformed `policy.opa_url` is a ConfigError, since no decision could ever be made.
     """
     from mlflow_ztml.policy.bundle import load_bundle
-    from mlflow_ztml.policy.opa_server import OpaServerEngine
-    from mlflow_ztml.policy.regorus import RegorusEngine
 
     config = settings.policy
-    if config.engine == "opa":
+    if config.engine == "opa":  # the OPA client (and aiohttp) only when OPA is asked for
+        from mlflow_ztml.policy.opa_server import OpaServerEngine
+
         if not config.opa_url:
             raise ConfigError("policy.engine is 'opa' but policy.opa_url is not set")
         if config.opa_mode == "query":
@@ -127,7 +167,13 @@ def make_engine(settings: Settings) -> PolicyEngine:
         return OpaServerEngine(
             config.opa_url or "", mode="load", timeout=config.opa_timeout_seconds, bundle=bundle
         )
-    return RegorusEngine.from_bundle(bundle)
+    from mlflow_ztml.policy.regorus import RegorusEngine
+
+    return RegorusEngine.from_bundle(
+        bundle,
+        cache_size=config.decision_cache_size,
+        rewrite_cache=settings.home / "cache" / "rego",
+    )
 
 
 class UnavailableEngine:

@@ -17,13 +17,15 @@ Public API: `prepare_modules` (modules as regorus should see them, or RegoDiverg
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import regorus
 
 from mlflow_ztml.errors import PolicyError
-from mlflow_ztml.policy.compat import goglob, goregex
+from mlflow_ztml.policy.compat import cache, goglob, goregex
 from mlflow_ztml.policy.compat.numbers import arith
 from mlflow_ztml.policy.compat.overrides import OVERRIDES
 from mlflow_ztml.policy.compat.source import (
@@ -54,14 +56,17 @@ _ARITHMETIC_EXTENSIONS: dict[str, tuple[int, Callable[..., Any]]] = {
 }
 
 
-def prepare_modules(modules: Mapping[str, str]) -> dict[str, str]:
-    """Every module rewritten for regorus. Raises RegoDivergenceError listing every refused
-    construct of every module, PolicyError naming a module that does not parse."""
+def prepare_modules(modules: Mapping[str, str], cache_dir: Path | None = None) -> dict[str, str]:
+    """Every module rewritten for regorus (kept in `cache_dir` across processes, when given:
+    cache.py). Raises RegoDivergenceError listing every refused construct of every module,
+    PolicyError naming a module that does not parse."""
     prepared: dict[str, str] = {}
     refusals: list[str] = []
     for module_id, source in modules.items():
         try:
-            prepared[module_id] = rewrite(module_id, source)
+            prepared[module_id] = cache.cached(
+                cache_dir, module_id, source, lambda m=module_id, s=source: rewrite(m, s)
+            )
         except RegoDivergenceError as exc:
             refusals.append(str(exc))
     if refusals:
@@ -89,11 +94,19 @@ def install(engine: regorus.Engine) -> None:
 
 
 _FLOAT_INTEGRAL_LIMIT = float(1 << 63)
+# What such a number looks like in json.dumps' text: an integer beyond 64 bits has 19 digits
+# or more, a double of 2**63 or more is written with an exponent (repr: from 1e16 on).
+_SUSPECT_TEXT = re.compile(r"[0-9]{19}|[eE]\+")
 
 
-def check_input(value: Any, path: str = "input") -> None:
+def check_input(value: Any, path: str = "input", payload: str | None = None) -> None:
     """Refuse an input regorus cannot hold as OPA does: integers beyond 64 bits, and
-    integral doubles beyond them (1e21), which regorus cannot hand to a builtin."""
+    integral doubles beyond them (1e21), which regorus cannot hand to a builtin.
+
+    `payload`, the input's json.dumps text when the caller has it, skips the walk when the
+    text holds nothing that could be such a number (the common case)."""
+    if payload is not None and not _SUSPECT_TEXT.search(payload):
+        return
     stack: list[tuple[Any, str]] = [(value, path)]
     while stack:
         item, where = stack.pop()

@@ -19,6 +19,8 @@ from mlflow_ztml.policy.compat.values import type_name
 
 def go_upper(text: str) -> str:
     """strings.ToUpper: per-rune simple mapping (no ß -> SS, no ﬁ -> FI)."""
+    if text.isascii():  # ASCII maps one to one, as Go's does
+        return text.upper()
     out = []
     for char in text:
         mapped = char.upper()
@@ -31,6 +33,8 @@ def go_upper(text: str) -> str:
 
 def go_lower(text: str) -> str:
     """strings.ToLower: per-rune simple mapping (U+0130 -> i, a final capital sigma -> U+03C3)."""
+    if text.isascii():  # ASCII maps one to one, as Go's does
+        return text.lower()
     out = []
     for char in text:
         mapped = char.lower()

@@ -97,18 +97,26 @@ def _parse(module_id: str, source: str) -> dict[str, Any]:
     return documents[0]["ast"]
 
 
-def _walk(node: Any, kind: str) -> list[Any]:
-    found: list[Any] = []
+_KINDS = ("Call", "UnaryExpr", "Number", "ArithExpr")
+
+
+def _collect(node: Any, kinds: tuple[str, ...] = _KINDS) -> dict[str, list[Any]]:
+    """Every node of each of `kinds` in the AST, in one pass (the AST of a large policy has
+    tens of thousands of nodes: one walk instead of one per kind)."""
+    found: dict[str, list[Any]] = {kind: [] for kind in kinds}
     stack = [node]
+    pop, push, extend = stack.pop, stack.append, stack.extend
     while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
+        item = pop()
+        if type(item) is dict:
             for key, value in item.items():
-                if key == kind:
-                    found.append(value)
-                stack.append(value)
-        elif isinstance(item, list):
-            stack.extend(item)
+                bucket = found.get(key)
+                if bucket is not None:
+                    bucket.append(value)
+                if type(value) is dict or type(value) is list:
+                    push(value)
+        elif type(item) is list:
+            extend(item)
     return found
 
 
@@ -204,7 +212,8 @@ def rewrite(module_id: str, source: str) -> str:
     data = source.encode("utf-8")
     findings: list[Finding] = []
     local = _local_names(ast, data)
-    for call in _walk(ast, "Call"):
+    nodes = _collect(ast)
+    for call in nodes["Call"]:
         path = _ref_path(call["fcn"])
         if path is None or path[0] in local:
             continue
@@ -220,12 +229,12 @@ def rewrite(module_id: str, source: str) -> str:
             findings.append(
                 Finding(module_id, line, f"{name}(...)", "a deprecated built-in OPA v1 refuses")
             )
-    for unary in _walk(ast, "UnaryExpr"):
+    for unary in nodes["UnaryExpr"]:
         reason = (
             "regorus cannot negate an expression (and reads `-a + b` as `-(a + b)`); write `0 - a`"
         )
         findings.append(Finding(module_id, unary["span"]["line"], "unary minus", reason))
-    for number in _walk(ast, "Number"):
+    for number in nodes["Number"]:
         span = number["span"]
         text = data[span["start"] : span["end"]].decode()
         finding = _number_finding(module_id, text, span["line"])
@@ -238,7 +247,7 @@ def rewrite(module_id: str, source: str) -> str:
             f"{module_id} uses constructs the in-process engine cannot evaluate as OPA "
             f"does:\n  {listing}"
         )
-    edits = _arithmetic_edits(ast, data) + _call_edits(ast, data, local)
+    edits = _arithmetic_edits(nodes["ArithExpr"], data) + _call_edits(nodes["Call"], data, local)
     return _apply(data, edits) if edits else source
 
 
@@ -263,9 +272,9 @@ def _wrap(span: dict[str, int], prefix: bytes) -> list[_Edit]:
     return [(span["start"], 1, -size, prefix, 0), (span["end"], 0, size, b")", 0)]
 
 
-def _arithmetic_edits(ast: dict[str, Any], data: bytes) -> list[_Edit]:
+def _arithmetic_edits(arithmetic: list[Any], data: bytes) -> list[_Edit]:
     edits: list[_Edit] = []
-    for node in _walk(ast, "ArithExpr"):
+    for node in arithmetic:
         if node.get("op") not in ARITHMETIC:
             continue
         operator, prefix = ARITHMETIC[node["op"]]
@@ -292,9 +301,9 @@ _GO_PATTERN_ARGUMENT = {
 }
 
 
-def _call_edits(ast: dict[str, Any], data: bytes, local: set[str]) -> list[_Edit]:
+def _call_edits(calls: list[Any], data: bytes, local: set[str]) -> list[_Edit]:
     edits: list[_Edit] = []
-    for call in _walk(ast, "Call"):
+    for call in calls:
         path = _ref_path(call["fcn"])
         if path is None or path[0] in local:
             continue
