@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import typing
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from packaging.requirements import InvalidRequirement
@@ -81,11 +82,19 @@ def from_facts(
     serving_version: str | None = None,
 ) -> ModelDeployment:
     """`build()` for a version already resolved (the pipeline resolves it once, up front)."""
-    info = registry.model_info(facts.uri)
-    requirements = registry.requirements(facts.uri)
     env = settings.environment(environment)
     mapping = settings.evidence
-    serving = _serving(registry, mapping, facts, environment, serving_version)
+    # Three independent MLflow reads (MLmodel, requirements.txt, the serving version's
+    # evidence): in parallel, so the stage costs the slowest one, not their sum.
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        info_read = pool.submit(registry.model_info, facts.uri)
+        requirements_read = pool.submit(registry.requirements, facts.uri)
+        serving_read = pool.submit(_serving, registry, mapping, facts, environment, serving_version)
+        info, requirements, serving = (
+            info_read.result(),
+            requirements_read.result(),
+            serving_read.result(),
+        )
     return ModelDeployment(
         metadata=Metadata(
             name=deployment_name(facts.name),

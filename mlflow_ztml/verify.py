@@ -59,8 +59,12 @@ def request_body(example: Any) -> dict[str, Any]:
 
 
 def _wait_ready(base: str, timeout: float, headers: dict[str, str] | None) -> None:
+    """Poll `/ready` with a short, growing pause (10 ms up to 200 ms): a runtime that already
+    waited for readiness (the process runtime) costs one request, a fresh one is seen ready
+    within a few tens of milliseconds of being so, and a slow one is not hammered."""
     deadline = time.monotonic() + timeout
     last = "no answer"
+    pause = 0.01
     while time.monotonic() < deadline:
         try:
             response = requests.get(f"{base}/ready", timeout=2, headers=headers)
@@ -69,7 +73,8 @@ def _wait_ready(base: str, timeout: float, headers: dict[str, str] | None) -> No
             last = f"HTTP {response.status_code}"
         except requests.RequestException as exc:
             last = type(exc).__name__
-        time.sleep(0.1)
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 0.2)
     raise VerifyError(f"{base}/ready did not answer 200 within {timeout:.0f} s (last: {last})")
 
 

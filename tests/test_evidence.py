@@ -5,10 +5,11 @@ from __future__ import annotations
 import mlflow
 import pytest
 
-from mlflow_ztml import evidence, manifest
+from mlflow_ztml import evidence, manifest, requirements
 from mlflow_ztml.config import load_settings
 from mlflow_ztml.errors import ConfigError, ModelNotFoundError, RegistryUnavailableError
-from mlflow_ztml.registry import Registry
+from mlflow_ztml.registry import Registry, add_run, facts_of_version
+from tests.controller.helpers import counting
 from tests.mlflow_server import free_port
 from tests.models import GOOD_METRICS, TRAINING_ROWS, register_sklearn, training_frame
 
@@ -22,9 +23,8 @@ def test_full_evidence_from_metrics_tags_requirements_and_datasets(ztml_env) -> 
         version_tags={"owner": "risk-team", "drift.feature_income": "0.2"},
     )
     settings = load_settings()
-    document = evidence.build(
-        Registry(settings), settings, f"models:/evidence-full/{version}", "staging"
-    )
+    registry = Registry(settings)
+    document = evidence.build(registry, settings, f"models:/evidence-full/{version}", "staging")
     spec = document.spec
     assert spec.environment == "staging"
     assert spec.model.version == version
@@ -60,6 +60,23 @@ def test_full_evidence_from_metrics_tags_requirements_and_datasets(ztml_env) -> 
     assert spec.monitoring is not None and spec.monitoring.enabled is True
     # What the gate judged is what ztml manifest prints and the audit run stores.
     assert manifest.from_yaml(document.to_yaml()) == document
+
+    # A version's files never change: the gate's requirements check (which reads the MLmodel
+    # and requirements.txt as the evidence did) costs MLflow nothing more.
+    with counting(ztml_env.url) as seen:
+        requirements.for_model(registry, settings, f"models:/evidence-full/{version}", "process")
+    assert seen == []
+    # The controller's poll reads runs in bulk: the same evidence `resolve` reads one by one
+    # (the rejected fingerprint is compared across both).
+    facts = registry.resolve(f"models:/evidence-full/{version}")
+    bulk = facts_of_version(registry.client.get_model_version("evidence-full", version))
+    add_run(bulk, registry.runs([facts.run_id])[facts.run_id])
+    assert (bulk.run_metrics, bulk.run_tags, bulk.datasets, bulk.experiment_id) == (
+        facts.run_metrics,
+        facts.run_tags,
+        facts.datasets,
+        facts.experiment_id,
+    )
 
 
 def test_alias_uri_resolves_to_the_version(ztml_env) -> None:

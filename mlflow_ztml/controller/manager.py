@@ -2,7 +2,10 @@
 
 Threads (all daemons; `stop` joins them within `controller.shutdown_grace_seconds`):
 - `poll`: every `poll_interval_seconds`, compare desired with actual for every managed model
-  and queue the differences (`immediate=False`: a key in backoff keeps its backoff);
+  and queue the differences (`immediate=False`: a key in backoff keeps its backoff); it reads
+  only the models MLflow changed since the last poll, and the whole registry at start, on
+  becoming leader and every `resync_interval_seconds` (every poll when no webhook secret is set:
+  nothing else would bring alias moves);
 - `worker-N` (`controller.workers` of them): take a key, reconcile it, report to the queue;
 - `leader` (only with `controller.leader_election.enabled`): keeps the Lease; while this
   replica is not the leader, workers and the poll idle and webhooks get 503.
@@ -18,6 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mlflow_ztml import links
 from mlflow_ztml.config import LeaderElectionConfig, Settings
 from mlflow_ztml.controller.app import WebhookReceiver
 from mlflow_ztml.controller.desired import Key
@@ -117,6 +121,7 @@ class Controller:
         self._started = False
         self._last_poll: dict[str, Any] = {}
         self._last_differences: list[Key] = []
+        self._last_resync: float | None = None  # monotonic time of the last full listing
         self.metrics.leader.set(0 if self.config.leader_election.enabled else 1)
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -193,6 +198,7 @@ class Controller:
     def _leadership_changed(self, leading: bool) -> None:
         self.metrics.leader.set(1 if leading else 0)
         if leading:
+            self.request_resync()
             self._poll_now.set()  # a new leader looks at everything at once
 
     # ---- work ------------------------------------------------------------------------------
@@ -200,11 +206,26 @@ class Controller:
     def _enqueue_from_webhook(self, key: Key) -> bool:
         return self.queue.add(key, immediate=True)
 
+    def request_resync(self) -> None:
+        """Make the next poll a full listing (a new leader, or an operator's request)."""
+        self._last_resync = None
+
+    def _resync_due(self, now: float) -> bool:
+        """A full listing: at the first poll, every `resync_interval_seconds`, and always
+        without a webhook secret (alias moves and tag changes move no `last_updated_timestamp`
+        in MLflow; only webhooks or a full listing bring them)."""
+        return (
+            not self.secrets
+            or self._last_resync is None
+            or now - self._last_resync >= self.config.resync_interval_seconds
+        )
+
     def poll_once(self) -> list[Key]:
         """Queue every key whose actual state differs from the desired one; returns them."""
         started = time.monotonic()
+        full = self._resync_due(started)
         try:
-            keys = self.reconciler.differences()
+            keys = self.reconciler.differences(full=full)
         except ZtmlError as exc:
             self.metrics.poll_errors.inc()
             if isinstance(exc, RegistryUnavailableError):
@@ -217,6 +238,8 @@ class Controller:
         for key in keys:
             result = "queued" if self.queue.add(key, immediate=False) else "coalesced"
             self.metrics.enqueued.labels("poll", result).inc()
+        if full:
+            self._last_resync = started
         seconds = time.monotonic() - started
         self.metrics.poll_seconds.observe(seconds)
         self.metrics.last_poll.set_to_current_time()
@@ -224,6 +247,7 @@ class Controller:
             "at": time.time(),
             "ok": True,
             "seconds": round(seconds, 3),
+            "full": full,
             "differences": [str(k) for k in keys],
         }
         if keys != self._last_differences:  # say it once, not every poll while it is fixed
@@ -293,10 +317,14 @@ class Controller:
         return {
             "leader": self._leading(),
             "identity": self.elector.identity if self.elector else None,
+            "environments": sorted(self.settings.environments),
             "last_poll": self._last_poll,
             "queue": {
                 str(k): {"state": s.state, "failures": s.failures, "retry_in": s.retry_in_seconds}
                 for k, s in sorted(self.queue.states().items())
             },
             "keys": self.reconciler.reports(),
+            "decisions": self.reconciler.decisions(),
+            # where links into MLflow point (the status page): never with credentials
+            "mlflow_ui": links.ui_base(self.settings),
         }

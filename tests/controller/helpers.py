@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
+
+import pytest
+import requests
 
 from mlflow_ztml.config import ControllerConfig
 from mlflow_ztml.controller.app import WebhookReceiver
@@ -77,3 +82,19 @@ class RecordingController:
 
     def status(self) -> dict[str, Any]:
         return {}
+
+
+@contextmanager
+def counting(url: str) -> Iterator[list[str]]:
+    """Every HTTP request this process sends to MLflow while inside (method and path)."""
+    seen: list[str] = []
+    original: Callable[..., requests.Response] = requests.Session.request
+
+    def request(self: requests.Session, method: str, target: str, *args, **kwargs):
+        if str(target).startswith(url):
+            seen.append(f"{method} {str(target)[len(url) :]}")
+        return original(self, method, target, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(requests.Session, "request", request)
+        yield seen

@@ -64,6 +64,7 @@ class FakeRuntime:
 class FakeRegistry:
     facts: dict[str, VersionFacts] = field(default_factory=dict)
     tags_written: list[tuple[str, str, dict]] = field(default_factory=list)
+    tags_deleted: list[tuple[str, str, list]] = field(default_factory=list)
     down: bool = False
 
     def resolve(self, uri: str) -> VersionFacts:
@@ -74,6 +75,11 @@ class FakeRegistry:
     def set_version_tags(self, name: str, version: str, tags: dict) -> None:
         self.tags_written.append((name, version, tags))
         self.facts[version].version_tags.update(tags)
+
+    def delete_version_tags(self, name: str, version: str, keys: list) -> None:
+        self.tags_deleted.append((name, version, list(keys)))
+        for key in keys:
+            self.facts[version].version_tags.pop(key, None)
 
 
 class FakePipeline:
@@ -121,8 +127,13 @@ class FakeView:
             }
         return snapshot
 
-    def snapshots(self):
+    def snapshots(self, full: bool = True):
         return iter(self.models.values())
+
+    def versions_with_tag(self, tag: str) -> list:
+        """The bulk check of rejected versions is tested against a real MLflow
+        (test_poll_cost.py); here the poll queues rejected keys and the worker decides."""
+        return []
 
 
 @pytest.fixture
@@ -181,7 +192,9 @@ def test_rejected_version_waits_for_new_evidence_even_across_restarts(world) -> 
     pipeline.next_status = "deployed"
     assert reconciler.reconcile(KEY).outcome == "deployed"
     assert len(pipeline.runs) == 2
-    assert registry.tags_written[-1][2] == {"ztml.staging.rejected_fingerprint": ""}
+    # the rejection is history: its memory is deleted, never left as an empty value
+    assert registry.tags_deleted[-1] == ("m", "1", ["ztml.staging.rejected_fingerprint"])
+    assert all("" not in tags.values() for _, _, tags in registry.tags_written)
 
 
 def test_failed_or_rolled_back_raise_for_a_retry(world) -> None:
@@ -232,3 +245,49 @@ def test_an_unreachable_runtime_does_not_stop_the_others(world) -> None:
 
     reconciler._runtimes["production"] = Broken()
     assert reconciler.differences() == [Key("m", "production")]
+
+
+def test_a_rejection_or_failure_says_what_the_controller_waits_for(world) -> None:
+    make, _runtime, registry, view, pipeline = world
+    registry.facts["1"] = _facts("1")
+    view.models["m"] = ModelSnapshot("m", aliases={"staging": "1"})
+    pipeline.next_status = "rejected"
+    make().reconcile(KEY)
+    waiting = registry.facts["1"].version_tags["ztml.staging.waiting"]
+    assert waiting.startswith("rejected on this evidence; re-checked at every poll (every 30 s)")
+    pipeline.next_status = "failed"
+    registry.facts["1"].run_metrics = {"accuracy": 0.99}  # new evidence: a new attempt
+    with pytest.raises(ReconcileFailed):
+        make().reconcile(KEY)
+    assert (
+        registry.facts["1"]
+        .version_tags["ztml.staging.waiting"]
+        .startswith("retried with backoff (at most 300 s between attempts)")
+    )
+
+
+def test_alias_stage_conflicts_are_tags_on_the_versions_and_go_away(world) -> None:
+    make, runtime, registry, view, pipeline = world
+    registry.facts.update({"1": _facts("1"), "2": _facts("2")})
+    runtime.run("m", "staging", "1")
+    view.models["m"] = ModelSnapshot("m", aliases={"staging": "1"}, stages={"Staging": "2"})
+    reconciler = make()
+    # the poll queues the key although v1 already serves: the conflict is news
+    assert reconciler.differences() == [KEY]
+    assert reconciler.reconcile(KEY).action == "in_sync"
+    tag = "ztml.staging.conflict"
+    assert registry.facts["1"].version_tags[tag] == (
+        "deploys to staging (alias staging) over v2 (stage Staging)"
+    )
+    assert registry.facts["2"].version_tags[tag] == (
+        "not deployed to staging (stage Staging): v1 (alias staging) takes precedence"
+    )
+    written = len(registry.tags_written)
+    assert reconciler.differences() == []  # shown already: nothing to queue, nothing to write
+    assert reconciler.reconcile(KEY).action == "in_sync" and len(registry.tags_written) == written
+
+    view.models["m"] = ModelSnapshot("m", aliases={"staging": "1"})  # v2 left the stage
+    assert reconciler.differences() == [KEY]
+    reconciler.reconcile(KEY)
+    assert all(tag not in f.version_tags for f in registry.facts.values())
+    assert reconciler.differences() == [] and pipeline.runs == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import mlflow
@@ -15,6 +16,7 @@ import requests
 
 from mlflow_ztml.config import load_settings
 from mlflow_ztml.pipeline import DeployOptions, Pipeline
+from mlflow_ztml.runtimes.base import DeploymentSpec
 from tests.models import (
     APPROVED_SOURCE,
     GOOD_METRICS,
@@ -167,3 +169,64 @@ def test_process_that_dies_at_start_shows_its_own_last_log_lines(ztml_env, tmp_p
     assert not (_home() / "deployments" / "proc-crash-local").exists() or not any(
         (_home() / "deployments" / "proc-crash-local").iterdir()
     )
+
+
+def _spec(name: str, model: str, version: str, tracking_uri: str) -> DeploymentSpec:
+    return DeploymentSpec(
+        name=name,
+        environment="local",
+        model_name=model,
+        model_version=version,
+        model_uri=f"models:/{model}/{version}",
+        tracking_uri=tracking_uri,
+    )
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        return "Z" not in next(
+            line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if "State" in line
+        )
+    except (OSError, StopIteration):
+        return False
+
+
+def test_update_answers_before_the_old_process_has_drained_and_loses_nothing(ztml_env) -> None:
+    """`deploy` returns once the new version answers: the prefetched copy is taken (nothing
+    left in prefetch/), the old process drains in the background (still answering what it is
+    sent in the switch grace), and `delete` waits for that drain to end."""
+    model, name = "proc-retire", "proc-retire-local"
+    first = register_sklearn(ztml_env.url, model, metrics=GOOD_METRICS)
+    second = register_sklearn(ztml_env.url, model, metrics=GOOD_METRICS)
+    runtime = process_runtime()
+    old, _ = runtime.deploy(_spec(name, model, first, ztml_env.url), lambda _status: None)
+    old_record = _record(name)
+    try:
+        runtime.prefetch(name, f"models:/{model}/{second}", ztml_env.url, None)
+        new, changed = runtime.deploy(_spec(name, model, second, ztml_env.url), lambda _s: None)
+        assert changed and new.model_version == second
+        assert list((_home() / "prefetch").iterdir()) == []  # the download was taken
+        # the old process still runs, marked as retiring, and answers a late caller
+        assert _pid_running(old_record["pid"])
+        assert [p.name for p in _home().glob(f".{name}.retiring-*")] == [
+            f".{name}.retiring-{old_record['pid']}"
+        ]
+        late = requests.post(f"{old.endpoint}/predict", json={"inputs": [ROW]}, timeout=10)
+        assert late.status_code == 200, late.text
+    finally:
+        runtime.delete(name)  # waits for the drain
+    assert not _pid_running(old_record["pid"])
+    assert list(_home().glob(f".{name}.retiring-*")) == []
+    assert not (_home() / "deployments" / name).exists()
+
+
+def test_a_prefetched_copy_no_deploy_takes_is_discarded(ztml_env) -> None:
+    version = register_sklearn(ztml_env.url, "proc-discard", metrics=GOOD_METRICS)
+    runtime = process_runtime()
+    runtime.prefetch("proc-discard-local", f"models:/proc-discard/{version}", ztml_env.url, None)
+    assert len(list((_home() / "prefetch").iterdir())) == 1
+    runtime.discard("proc-discard-local", f"models:/proc-discard/{version}")
+    deadline = time.monotonic() + 30
+    while list((_home() / "prefetch").iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list((_home() / "prefetch").iterdir()) == []
