@@ -76,6 +76,10 @@ class EnvironmentConfig(BaseModel):
     # serving runtime always exports Prometheus metrics); `alerting`, unless declared, lists
     # the kinds of `notifications` as channels.
     monitoring: Monitoring = Field(default_factory=Monitoring)
+    # Whether only signed model files may run here (OpenSSF model-signing: signed when the gate
+    # allows a version, verified by serving before loading). Unset: true exactly when the
+    # policy profile is `production`.
+    require_signed_models: bool | None = None
 
 
 class PolicyConfig(BaseModel):
@@ -93,6 +97,9 @@ class PolicyConfig(BaseModel):
     opa_timeout_seconds: float = Field(default=5.0, gt=0)
     policy_dir: Path | None = None
     data_files: list[Path] = Field(default_factory=list)
+    # regorus: how many decisions to remember by their input (0: evaluate every time).
+    # A decision is a function of the policies, the data and the input, all fixed per engine.
+    decision_cache_size: int = Field(default=1024, ge=0)
 
 
 class EvidenceMapping(BaseModel):
@@ -275,6 +282,32 @@ class ScanConfig(BaseModel):
     sbom: bool = True
 
 
+class SigningConfig(BaseModel):
+    """How ztml signs what passed its gates and verifies it before it runs (docs/images.md).
+
+    Key references (`key`, `public_key`):
+    - a PEM file path (`~/.ztml/keys/ztml.key`, made by `ztml keys generate`);
+    - `env://VAR`: the PEM itself in environment variable VAR (the embedded default for CI);
+    - `awskms://[ENDPOINT]/KEY-ID-or-ARN-or-alias/NAME` (cosign's form): an AWS KMS key of spec
+      ECC_NIST_P256 that never leaves KMS; the endpoint (e.g. `localhost:4566`) is optional.
+    `key` signs (the pipeline), `public_key` verifies (runtimes, `ztml verify`); with only `key`
+    set, verification uses its public half. An encrypted private PEM reads its passphrase from
+    the environment variable named by `passphrase_env`; never from this file.
+    `kms_region` overrides the region (default: the key ARN's region, else the AWS chain).
+    Whether an unsigned image may run is policy data per environment
+    (`data.ztml.environments[ENV].signature`), not a setting here.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    key: str | None = None
+    public_key: str | None = None
+    passphrase_env: str | None = None
+    kms_region: str | None = None
+    attest: bool = True
+    timeout_seconds: float = Field(default=30, gt=0)
+
+
 class LeaderElectionConfig(BaseModel):
     """Several controller replicas in Kubernetes: only the holder of a coordination.k8s.io
     Lease reconciles. Off by default (one process needs no election).
@@ -317,6 +350,19 @@ class ControllerConfig(BaseModel):
         default_factory=lambda: {"Staging": "staging", "Production": "production"}
     )
     poll_interval_seconds: float = Field(default=30, gt=0)
+    resync_interval_seconds: float = Field(
+        default=300,
+        gt=0,
+        description="a full registry listing at least this often (with a webhook secret; "
+        "without one every poll is full): catches lost webhooks and deleted models; polls in "
+        "between read only models whose last_updated_timestamp moved",
+    )
+    watermark_margin_seconds: float = Field(
+        default=30,
+        ge=0,
+        description="how far behind the newest last_updated_timestamp seen an incremental "
+        "poll still looks (commit lag, clock skew between MLflow replicas)",
+    )
     models: Literal["all", "tagged"] | list[str] = "all"
     prune: dict[str, bool] = Field(default_factory=dict)
     workers: int = Field(default=2, ge=1)
@@ -330,6 +376,9 @@ class ControllerConfig(BaseModel):
     ready_timeout_seconds: float = Field(default=120, gt=0)
     shutdown_grace_seconds: float = Field(default=30, ge=0)
     webhook_name: str = "ztml-controller"
+    status_decisions: int = Field(
+        default=20, ge=1, le=1000, description="recent gate decisions kept for /status and /"
+    )
     leader_election: LeaderElectionConfig = Field(default_factory=LeaderElectionConfig)
 
 
@@ -442,6 +491,7 @@ class Settings(BaseSettings):
     environments: dict[str, EnvironmentConfig] = Field(default_factory=dict)
     build: BuildConfig = Field(default_factory=BuildConfig)
     scan: ScanConfig = Field(default_factory=ScanConfig)
+    signing: SigningConfig = Field(default_factory=SigningConfig)
     controller: ControllerConfig = Field(default_factory=ControllerConfig)
 
     @field_validator("environments", mode="before")
@@ -454,6 +504,19 @@ class Settings(BaseSettings):
                 env = env.model_dump(exclude_unset=True)
             merged[name] = deep_merge(merged.get(name, {}), env or {})
         return merged
+
+    @model_validator(mode="after")
+    def _headline_keys_are_free(self) -> Settings:
+        # `ztml.<env>` is each environment's headline tag on a version: it must not be a tag
+        # ztml already uses for something else (the controller's opt-in tags).
+        taken = {self.controller.deploy_tag, self.controller.managed_tag, "ztml.format"}
+        for name in self.environments:
+            if f"ztml.{name}" in taken:
+                raise ValueError(
+                    f"environment {name!r} cannot be used: its headline tag 'ztml.{name}' is "
+                    "already one of ztml's registry tags; rename the environment"
+                )
+        return self
 
     @classmethod
     def settings_customise_sources(

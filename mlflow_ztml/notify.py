@@ -29,7 +29,6 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from prometheus_client import Counter
@@ -38,7 +37,7 @@ from pydantic import BaseModel, Field
 from mlflow_ztml import signing
 from mlflow_ztml.config import NotificationTarget, Settings
 from mlflow_ztml.errors import ConfigError
-from mlflow_ztml.redact import redact_data
+from mlflow_ztml.redact import public_url, redact_data
 
 EVENT_TYPE = "ztml.deployment.v1"
 log = logging.getLogger("ztml.notify")
@@ -294,16 +293,10 @@ class Notifier:
 
 def event_links(settings: Settings, event: DeploymentEvent, experiment_id: str | None) -> None:
     """Add MLflow UI links (model version, audit run) when a UI address is known."""
-    base = settings.mlflow.ui_url or settings.tracking_uri()
-    if not base or not base.startswith(("http://", "https://")):
-        return
-    parts = urlsplit(base.rstrip("/"))
-    if not parts.hostname:
-        return
     # no user info, query or fragment: a link is shown to everyone the message reaches
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    base = urlunsplit(parts._replace(netloc=netloc, query="", fragment=""))
+    base = public_url(settings.mlflow.ui_url or settings.tracking_uri())
+    if not base:
+        return
     event.links["model version"] = f"{base}/#/models/{event.model}/versions/{event.version}"
     if event.audit_run_id and experiment_id:
         event.links["audit run"] = f"{base}/#/experiments/{experiment_id}/runs/{event.audit_run_id}"

@@ -23,13 +23,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field
 
-from mlflow_ztml import evidence, gate, names, verify
+from mlflow_ztml import evidence, gate, links, names, verify
+from mlflow_ztml import report as decision_report
 from mlflow_ztml import requirements as model_requirements
+from mlflow_ztml import status as deployment_status
 from mlflow_ztml.config import Settings
 from mlflow_ztml.errors import (
     DeployError,
@@ -39,6 +41,7 @@ from mlflow_ztml.errors import (
 )
 from mlflow_ztml.manifest import ModelDeployment
 from mlflow_ztml.notify import Notifier, event_from_outcome
+from mlflow_ztml.options import DeployOptions  # its home; re-exported here for callers
 from mlflow_ztml.policy.engine import Decision, PolicyEngine, make_engine
 from mlflow_ztml.record import AuditRun, VersionRecorder
 from mlflow_ztml.redact import redact, safe
@@ -46,26 +49,13 @@ from mlflow_ztml.registry import Registry, VersionFacts
 from mlflow_ztml.runtimes import get_runtime
 from mlflow_ztml.runtimes.base import DeploymentSpec, DeploymentStatus, Runtime
 
+if TYPE_CHECKING:
+    from mlflow_ztml.supply_chain.model_files import ModelSignature
+
 log = logging.getLogger(__name__)
 OutcomeStatus = Literal["deployed", "unchanged", "rejected", "failed", "rolled_back", "planned"]
 IMAGE_RUNTIMES = ("docker", "kubernetes")
 Progress = Callable[[str], None]
-
-
-class DeployOptions(BaseModel):
-    """What a caller may choose per deployment; unset fields come from the environment."""
-
-    name: str | None = None
-    runtime: str | None = None
-    replicas: int | None = Field(default=None, ge=1)
-    cpu: str | None = None
-    memory: str | None = None
-    gpu: int | None = Field(default=None, ge=0)
-    port: int | None = Field(default=None, ge=1, le=65535)
-    max_batch_size: int | None = Field(default=None, ge=1)
-    max_batch_delay_ms: float | None = Field(default=None, ge=0)
-    response_format: Literal["ztml", "mlifecycle"] | None = None
-    ready_timeout_seconds: float = Field(default=120.0, gt=0)
 
 
 class Outcome(BaseModel):
@@ -86,11 +76,8 @@ class Outcome(BaseModel):
     stage_seconds: dict[str, float] = Field(default_factory=dict)
     manifest: dict[str, Any] | None = None
     stages_skipped: list[str] = Field(default_factory=list)
-
-
-# Runtimes whose `failed` means the server is gone for good (nothing restarts it): `ztml status`
-# writes that back to MLflow. A Kubernetes rollout heals or rolls back on its own.
-_DEAD_WHEN_FAILED = ("process", "docker")
+    # MLflow UI addresses ("model version", "audit run", "report"); empty without a UI.
+    links: dict[str, str] = Field(default_factory=dict)
 
 
 def default_deployment_name(model_name: str, environment: str) -> str:
@@ -131,6 +118,31 @@ def _alternative_name(model_name: str, environment: str) -> str:
     """A default-like name that carries a short hash of the exact model name."""
     digest = hashlib.sha256(model_name.encode("utf-8")).hexdigest()[:6]
     return names.default_name(f"{model_name}-{digest}", environment)
+
+
+class _WriteBehind:
+    """One MLflow write run in a thread while the caller goes on. `settle` waits for it;
+    `join` waits and raises its error as if it had been written inline (once)."""
+
+    def __init__(self, write: Callable[[], None]) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(write,), daemon=True)
+        self._thread.start()
+
+    def _run(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except BaseException as exc:  # handed to `join`
+            self._error = exc
+
+    def settle(self) -> None:
+        self._thread.join()
+
+    def join(self) -> None:
+        self._thread.join()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
 
 
 class _Clock:
@@ -237,6 +249,9 @@ class Pipeline:
         report = model_requirements.for_model(self.registry, self.settings, facts.uri, runtime.name)
         decision = gate.evaluate(document, environment, self.engine, report)
         spec = _spec(document, environment, name, runtime.name, options, None)
+        from mlflow_ztml.supply_chain import model_files
+
+        spec.env.update(model_files.planned_settings(self.settings, environment))
         unchanged = bool(
             current and current.state == "running" and current.fingerprint == spec.fingerprint()
         )
@@ -266,6 +281,11 @@ class Pipeline:
         facts = self.registry.resolve(model_uri)
         name = _deployment_name(options, facts.name, environment)
         _check_owner(runtime, name, facts.name, environment)
+        # The model files download while evidence, gate and signing run (files only: nothing
+        # loads before the gate allows); a copy no deploy took is discarded below.
+        prefetch = getattr(runtime, "prefetch", None)
+        if prefetch is not None:
+            prefetch(name, facts.uri, self.registry.tracking_uri, self.settings.mlflow.registry_uri)
         tags = VersionRecorder(self.registry, facts.name, facts.version, environment)
         audit = AuditRun(self.registry, self.settings.mlflow.audit_experiment)
         audit_id = audit.start(
@@ -290,15 +310,30 @@ class Pipeline:
             audit_experiment_id=audit.experiment_id,
             stages_skipped=[] if runtime.name in IMAGE_RUNTIMES else ["build", "scan"],
         )
+        outcome.links = decision_report.attempt_links(outcome, links.ui_base(self.settings)).shown()
+        # The first status of the attempt (the previous attempt's verdict goes first), written
+        # beside evidence and gate; joined before the verdict's write, its error fails the run.
+        gating = _WriteBehind(
+            lambda: tags.set(
+                "gating",
+                deployment=name,
+                audit_run=audit_id,
+                audit_url=outcome.links.get("audit run", ""),
+            )
+        )
         try:
-            tags.set("pending", deployment=name, audit_run=audit_id, error="")
-            self._attempt(facts, environment, name, runtime, options, tags, audit, clock, outcome)
+            self._attempt(
+                facts, environment, name, runtime, options, tags, audit, clock, outcome, gating
+            )
         except ZtmlError as exc:
+            gating.settle()
             outcome.error = redact(str(exc))
             if outcome.status not in ("rolled_back", "failed"):
                 outcome.status = "failed"
             self._record_failure(tags, outcome)
         finally:
+            if prefetch is not None:
+                runtime.discard(name, facts.uri)  # type: ignore[attr-defined]
             clock.end()
             outcome.stage_seconds = clock.seconds
             _close_audit(audit, outcome)
@@ -325,6 +360,7 @@ class Pipeline:
         audit: AuditRun,
         clock: _Clock,
         outcome: Outcome,
+        gating: _WriteBehind,
     ) -> None:
         clock.stage("evidence")
         current = runtime.get(name)
@@ -335,44 +371,70 @@ class Pipeline:
         audit.text("manifest.yaml", document.to_yaml())
 
         clock.stage("gate")
-        tags.set("gating")
         # Can the runtime install and load this model? Asked now, not minutes into a build.
         report = model_requirements.for_model(self.registry, self.settings, facts.uri, runtime.name)
         audit.json("requirements.json", report.policy_input())
-        decision = gate.evaluate(document, environment, self.engine, report)
+        decision = gate.evaluate(document, environment, self.engine, report, explain=True)
         outcome.decision = decision
         outcome.warnings.extend(decision.warn)
         audit.json("decision.json", decision.model_dump())
         audit.metric("policy_denies", len(decision.deny))
         audit.metric("policy_warnings", len(decision.warn))
         verdict = "allow" if decision.allow else "deny"
+        gating.join()
         if not decision.allow:
             outcome.status = "rejected"
             tags.set("rejected", decision=verdict, violations=decision.deny, warnings=decision.warn)
             return
-        tags.set(None, decision=verdict, violations="", warnings=decision.warn)
+        tags.note(decision=verdict, warnings=decision.warn)  # shown with the next status
+        from mlflow_ztml.supply_chain import model_files  # cryptography: only once allowed
+
+        # The allowed version's files, signed (OpenSSF model-signing): what serving loads must
+        # be what the gate judged. Recorded in the audit run; None without a signing key.
+        signature = model_files.sign_allowed(
+            self.settings, self.registry, facts.uri, environment, audit
+        )
 
         spec = _spec(document, environment, name, runtime.name, options, self.registry.tracking_uri)
         spec.registry_uri = self.settings.mlflow.registry_uri
         if runtime.name in IMAGE_RUNTIMES:
-            image = self._build_and_scan(document, environment, tags, audit, clock, outcome)
+            image = self._build_and_scan(
+                document, environment, tags, audit, clock, outcome, signature
+            )
             if image is None:
                 return  # the scan policy denied: rejected, nothing started
             spec.image = image
             outcome.image = image
+        # Unsigned where signed models are required: refused here, before anything starts.
+        spec.env.update(model_files.deployment_settings(self.settings, environment, signature))
+        if signature is not None:
+            spec.model_signature = signature.bundle
+            spec.model_public_key = signature.public_key_pem
         render = getattr(runtime, "render", None)
         if render is not None:  # image runtimes that apply manifests (kubernetes)
             audit.text("manifests.yaml", yaml.safe_dump_all(render(spec), sort_keys=False))
         clock.stage("deploy")
-        tags.set("deploying")
+        # Status writes run beside the work, not before it (alias -> serving in seconds):
+        # `deploying` while the runtime starts the candidate, `verifying` while it is verified;
+        # each is joined before the next write, and its error fails the attempt as before.
+        deploying = _WriteBehind(lambda: tags.set("deploying"))
 
         def verify_candidate(candidate: DeploymentStatus) -> None:
+            deploying.join()
             clock.stage("verify")
-            tags.set("verifying")
-            outcome.warnings.extend(verify.verify(candidate))
+            verifying = _WriteBehind(lambda: tags.set("verifying"))
+            try:
+                outcome.warnings.extend(verify.verify(candidate))
+            finally:
+                verifying.settle()
+            verifying.join()
 
         try:
-            status, changed = runtime.deploy(spec, verify_candidate)
+            try:
+                status, changed = runtime.deploy(spec, verify_candidate)
+            finally:
+                deploying.settle()
+            deploying.join()
         except DeploymentPolicyError as exc:
             denied: Decision = exc.decision  # type: ignore[assignment]
             outcome.status = "rejected"
@@ -401,7 +463,7 @@ class Pipeline:
         changed: bool,
         environment: str,
     ) -> None:
-        tags.set("deployed", endpoint=status.endpoint, deployment=name, error="")
+        tags.set("deployed", endpoint=status.endpoint, deployment=name)
         if (
             changed
             and previous
@@ -411,8 +473,7 @@ class Pipeline:
             old = VersionRecorder(
                 self.registry, previous.model_name, previous.model_version, environment
             )
-            old.set("superseded", superseded_by=spec.model_version)
-            old.unset("endpoint")  # it no longer serves there
+            old.set("superseded", superseded_by=spec.model_version)  # drops its endpoint
 
     def _build_and_scan(
         self,
@@ -422,9 +483,11 @@ class Pipeline:
         audit: AuditRun,
         clock: _Clock,
         outcome: Outcome,
+        signature: ModelSignature | None = None,
     ) -> str | None:
         """Build, push and scan the image; return its digest reference, or None when the scan
-        policy denies (the outcome is then `rejected`, with the scan's reasons)."""
+        policy denies (the outcome is then `rejected`, with the scan's reasons). A model
+        `signature` goes into the image beside the model files."""
         from mlflow_ztml import build, scan
 
         model = document.spec.model
@@ -439,11 +502,13 @@ class Pipeline:
                 model_uri=model.uri,
                 run_id=model.run_id,
                 environment=environment,
+                model_signature=signature.bundle if signature else None,
+                model_public_key=signature.public_key_pem if signature else None,
             )
         )
         audit.json("build.json", built.model_dump(exclude={"dockerfile"}))
         audit.metric("image_size_bytes", built.size_bytes)
-        tags.set(None, image=built.reference, digest=built.digest or built.image_id)
+        tags.note(image=built.reference, digest=built.digest or built.image_id)
 
         clock.stage("scan")
         tags.set("scanning")
@@ -474,8 +539,49 @@ class Pipeline:
                 warnings=outcome.warnings,
             )
             return None
-        tags.set(None, scan=report.summary(), scan_decision=verdict, warnings=outcome.warnings)
+        tags.note(scan=report.summary(), scan_decision=verdict, warnings=outcome.warnings)
+        attached = {
+            "scan_decision": decision,
+            "scan_report": report.model_dump(mode="json"),
+            "sbom": result.sbom,
+        }
+        self._sign_and_attest(
+            built.reference, document, environment, tags, audit, outcome, attached
+        )
         return built.reference
+
+    def _sign_and_attest(
+        self,
+        image: str,
+        document: ModelDeployment,
+        environment: str,
+        tags: VersionRecorder,
+        audit: AuditRun,
+        outcome: Outcome,
+        attached: dict[str, Any],
+    ) -> None:
+        """Sign the allowed image and attach its SBOM, scan report and governance decision
+        (supply_chain/publish.py); record the `signature` tag and one audit artifact per
+        attestation. A configured key that cannot sign fails the run (SigningError)."""
+        from mlflow_ztml.supply_chain.publish import publish
+
+        model = document.spec.model
+        governance = outcome.decision
+        assert governance is not None, "the governance gate decided before the build"
+        published = publish(
+            self.settings,
+            image,
+            model=model.name,
+            version=model.version or "",
+            environment=environment,
+            governance=governance,
+            **attached,
+        )
+        for name, statement in published.statements.items():
+            audit.json(f"attestations/{name}.intoto.json", statement)
+        if published.skipped:
+            outcome.warnings.append(f"image not signed: {published.skipped}")
+        tags.note(signature=published.tag, warnings=outcome.warnings)
 
     def _manifest(
         self, facts: VersionFacts, environment: str, current: DeploymentStatus | None
@@ -508,8 +614,7 @@ class Pipeline:
             recorder = VersionRecorder(
                 self.registry, status.model_name, status.model_version, status.environment
             )
-            recorder.set("deleted")
-            recorder.unset("endpoint")
+            recorder.set("deleted")  # drops its endpoint first
 
     def statuses(
         self,
@@ -524,20 +629,17 @@ class Pipeline:
         A deployment found dead (a process or container that exited) whose version MLflow
         still shows as `deployed` is marked `failed` there, best effort: MLflow being down
         never makes this fail."""
-        env = environment or self.settings.default_environment
-        target = self.runtime_for(env, DeployOptions(runtime=runtime))
-        if name is not None:
-            found = [status] if (status := target.get(names.check_lookup(name))) else []
-        else:
-            found = target.list()
-        if environment is not None:
-            found = [s for s in found if s.environment == environment or s.state == "unknown"]
-        for status in found:
-            self._record_dead(status)
+        found = deployment_status.find(self.settings, environment, runtime, name)
+        self.record_dead(found)
         return found
 
+    def record_dead(self, statuses: list[DeploymentStatus]) -> None:
+        """Mark each dead deployment of `statuses` `failed` in MLflow (best effort)."""
+        for status in statuses:
+            self._record_dead(status)
+
     def _record_dead(self, status: DeploymentStatus) -> None:
-        if status.state != "failed" or status.runtime not in _DEAD_WHEN_FAILED:
+        if not deployment_status.needs_record(status):
             return
         prefix = f"ztml.{status.environment}."
         try:
@@ -549,8 +651,7 @@ class Pipeline:
             recorder = VersionRecorder(
                 self.registry, status.model_name, status.model_version, status.environment
             )
-            recorder.set("failed", error=f"{status.runtime} exited: {status.detail}")
-            recorder.unset("endpoint")
+            recorder.set("failed", error=f"{status.runtime} exited: {status.detail}", endpoint="")
         except Exception as exc:  # best effort by contract: status must still answer
             log.debug("could not mark %s failed in MLflow: %s", status.name, redact(str(exc)))
 
@@ -559,6 +660,9 @@ def _close_audit(audit: AuditRun, outcome: Outcome) -> None:
     """Best effort: the outcome already happened; a lost audit write must not change it."""
     try:
         audit.json("outcome.json", outcome.model_dump(exclude={"manifest"}))
+        ui = links.ui_base(audit.registry.settings)
+        page = decision_report.render(decision_report.for_attempt(outcome, audit.documents, ui))
+        audit.text(decision_report.REPORT_FILE, page)
         audit.finish(outcome.status)
     except Exception as exc:  # MLflow down mid-attempt: say so in the outcome instead
         outcome.warnings.append(f"audit run not completed: {safe(exc, 300)}")

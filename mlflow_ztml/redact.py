@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 MASK = "***"
 ELLIPSIS = "..."
@@ -143,3 +144,23 @@ def safe(text: object, limit: int | None = None) -> str:
     """`str(text)` redacted and, with `limit`, clipped: what every error path shows."""
     cleaned = redact(str(text))
     return cleaned if limit is None else clip(cleaned, limit)
+
+
+def public_url(url: str | None) -> str | None:
+    """`url` fit to be shown as a link to anyone: http(s) only, without user info, query or
+    fragment (the places a tracking URI carries credentials); None when it is not such a URL.
+
+    Links must work, so `redact()`'s `user:***@host` is no answer here: the credentials go.
+    """
+    if not url or not url.startswith(("http://", "https://")):
+        return None
+    try:
+        parts = urlsplit(url.rstrip("/"))
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    netloc = host + (f":{port}" if port else "")
+    return urlunsplit(parts._replace(netloc=netloc, query="", fragment="")).rstrip("/")

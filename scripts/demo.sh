@@ -33,7 +33,8 @@ step "Starting a local MLflow server on $MLFLOW_TRACKING_URI (sqlite under .demo
   --artifacts-destination "$DEMO/artifacts" --host 127.0.0.1 --port "$PORT" --workers 1 \
   >"$DEMO/mlflow.log" 2>&1 &
 MLFLOW_PID=$!
-for _ in $(seq 1 120); do
+# Up to 3 minutes: a first start creates the database and can be slow on a busy machine.
+for _ in $(seq 1 360); do
   curl -fs "$MLFLOW_TRACKING_URI/health" >/dev/null 2>&1 && break
   sleep 0.5
 done
@@ -43,11 +44,10 @@ step "Training a PyTorch classifier and registering it with metrics, fairness, d
 V1="$("$BIN/python" "$ROOT/scripts/demo_model.py" --name "$MODEL" --quality good | tail -1)"
 echo "registered models:/$MODEL/$V1"
 
-step "The ModelDeployment manifest ztml reads from MLflow (ztml manifest)"
-"$BIN/ztml" manifest "models:/$MODEL/$V1" --env local -o "$DEMO/manifest-v$V1.yaml"
-sed -n '1,40p' "$DEMO/manifest-v$V1.yaml"
+step "The evidence ztml reads from MLflow (ztml manifest --summary; the full manifest goes to .demo/)"
+"$BIN/ztml" manifest "models:/$MODEL/$V1" --env local --summary -o "$DEMO/manifest-v$V1.yaml"
 
-step "Governance gate for v$V1 (ztml gate, in-process Rego)"
+step "Governance gate for v$V1 (ztml gate, in-process Rego): every rule, its value and threshold"
 "$BIN/ztml" gate "models:/$MODEL/$V1" --env local
 
 step "Deploying v$V1 with the MLflow plugin: mlflow deployments create -t ztml"
@@ -75,18 +75,27 @@ step "v$V1 keeps serving"
 "$BIN/ztml" status demo
 curl -s -X POST "$ENDPOINT/predict" -H 'Content-Type: application/json' -d "$BODY"; echo
 
-step "What MLflow shows on the versions (ztml.local.* tags)"
+step "What MLflow shows on the versions (ztml.local.* tags) and where to look"
 "$BIN/python" - "$MODEL" "$V1" "$V2" <<'PY'
+import os
 import sys
+from urllib.parse import quote
+
 from mlflow import MlflowClient
+
+ui = os.environ["MLFLOW_TRACKING_URI"].rstrip("/")
 name, *versions = sys.argv[1:]
 for version in versions:
     tags = MlflowClient().get_model_version(name, version).tags
     print(f"v{version}:")
-    for key in ("status", "decision", "endpoint", "violations"):
-        value = tags.get(f"ztml.local.{key}")
+    for key in ("ztml.local", *(f"ztml.local.{k}" for k in ("status", "decision", "endpoint", "violations"))):
+        value = tags.get(key)
         if value:
-            print(f"  ztml.local.{key} = " + value.replace("\n", "\n      "))
+            print(f"  {key} = " + value.replace("\n", "\n      "))
+    print(f"  MLflow UI, the version:    {ui}/#/models/{quote(name, safe='')}/versions/{version}")
+    audit = tags.get("ztml.local.audit_url")
+    if audit:
+        print(f"  decision report (HTML):    {audit}/artifactPath/report.html")
 PY
 
 step "Done. MLflow UI: $MLFLOW_TRACKING_URI (DEMO_KEEP=1 keeps it and the service running)"

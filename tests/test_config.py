@@ -64,3 +64,11 @@ def test_missing_config_file_is_reported(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("ZTML_CONFIG", "/nonexistent/ztml.yaml")
     with pytest.raises(ConfigError, match="ZTML_CONFIG"):
         load_settings()
+
+
+def test_environment_whose_headline_tag_is_taken_is_refused(tmp_path: Path) -> None:
+    # `ztml.deploy` is the controller's opt-in tag: an environment named `deploy` would write
+    # its headline over it (and the controller would read a status sentence as an opt-in).
+    (tmp_path / "ztml.yaml").write_text("environments:\n  deploy: {runtime: process}\n")
+    with pytest.raises(ConfigError, match=r"headline tag 'ztml\.deploy'"):
+        load_settings()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from tests.models import GOOD_METRICS, register_sklearn
 from tests.pipeline_fixtures import TrafficLoop, process_runtime
 
 ROW = {"income": 0.9, "age": 0.4, "debt": 0.1}
+WHEN = r"\d{4}-\d\d-\d\d \d\d:\d\dZ"  # the time at the end of a final headline
 ZTML = [sys.executable, "-m", "mlflow_ztml.cli"]
 
 
@@ -57,6 +59,11 @@ def test_good_version_is_deployed_verified_and_recorded(ztml_env, pipeline) -> N
         assert tags["ztml.local.deployment"] == "pipe-good-local"
         assert tags["ztml.local.audit_run"] == outcome.audit_run_id
         assert tags["ztml.local.updated_at"]
+        assert re.fullmatch(
+            rf"deployed v{v1} · allow( · \d+ warnings?)? · {re.escape(outcome.endpoint)} · {WHEN}",
+            tags["ztml.local"],
+        )
+        assert "" not in tags.values()
 
         run = mlflow.MlflowClient(ztml_env.url).get_run(outcome.audit_run_id)
         assert run.data.params["model"] == "pipe-good"
@@ -75,6 +82,7 @@ def test_good_version_is_deployed_verified_and_recorded(ztml_env, pipeline) -> N
     tags = _tags(ztml_env.url, "pipe-good", v1)
     assert tags["ztml.local.status"] == "deleted"
     assert "ztml.local.endpoint" not in tags  # gone, not an empty string
+    assert re.fullmatch(rf"deleted v{v1} · {WHEN}", tags["ztml.local"])
 
 
 def test_rejected_version_deploys_nothing_and_says_why(ztml_env, pipeline) -> None:
@@ -89,6 +97,11 @@ def test_rejected_version_deploys_nothing_and_says_why(ztml_env, pipeline) -> No
     assert tags["ztml.local.decision"] == "deny"
     assert "accuracy" in tags["ztml.local.violations"]
     assert "0.6" in tags["ztml.local.violations"]
+    assert tags["ztml.local.violations"].startswith("1) ")
+    count = len(outcome.decision.deny)
+    assert re.match(rf"rejected v{bad} · {count} violations?: 1\) ", tags["ztml.local"])
+    assert "accuracy 0.6 < 0." in tags["ztml.local"]
+    assert "" not in tags.values()
     decision = json.loads(mlflow.artifacts.load_text(f"runs:/{outcome.audit_run_id}/decision.json"))
     assert decision["allow"] is False
     assert decision["deny"] == outcome.decision.deny
@@ -113,12 +126,14 @@ def test_update_keeps_serving_and_supersedes_the_old_version(ztml_env, pipeline)
         assert status.model_version == v2 and status.state == "running"
         info = requests.get(f"{status.endpoint}/model/info", timeout=5).json()
         assert str(info["version"]) == v2
+        process_runtime().wait_retired("pipe-update-local")  # it drains in the background
         with pytest.raises(requests.ConnectionError):
             requests.get(f"{first.endpoint}/health", timeout=2)  # the old process is gone
         old_tags = _tags(ztml_env.url, "pipe-update", v1)
         assert old_tags["ztml.local.status"] == "superseded"
         assert old_tags["ztml.local.superseded_by"] == v2
         assert "ztml.local.endpoint" not in old_tags  # it no longer serves there
+        assert re.fullmatch(rf"superseded v{v1} · by v{v2} · {WHEN}", old_tags["ztml.local"])
     finally:
         pipeline.delete("pipe-update-local", "local")
 
@@ -212,6 +227,8 @@ def test_verify_failure_rolls_back_to_the_serving_version(ztml_env, pipeline, tm
             or "500" in tags["ztml.local.error"]
         )
         assert _tags(ztml_env.url, "pipe-rollback", v1)["ztml.local.status"] == "deployed"
+        assert re.fullmatch(rf"rolled_back v{v2} · .*500.* · {WHEN}", tags["ztml.local"])
+        assert "ztml.local.decision" in tags and "ztml.local.violations" not in tags
         # only one serving process is left: the candidate was removed
         logs = list((tmp_path / "ztml-home" / "process" / "logs").glob("pipe-rollback-local-*"))
         assert len(logs) == 2
@@ -307,6 +324,7 @@ def test_status_filters_marks_dead_deployments_and_survives_a_corrupt_state_file
         assert tags["ztml.local.status"] == "failed"
         assert "exited" in tags["ztml.local.error"]
         assert "ztml.local.endpoint" not in tags
+        assert re.fullmatch(r"failed v\d+ · \w+ exited.* · " + WHEN, tags["ztml.local"])
         assert tags["ztml.qa.status"] == "deployed"
         assert _ztml("delete", "pipe-corrupt-local").returncode == 0
         assert not (home / "pipe-corrupt-local.json").exists()

@@ -27,11 +27,11 @@ from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from mlflow_ztml.config import ControllerConfig
-from mlflow_ztml.controller import events, signature
+from mlflow_ztml.controller import events, signature, status_page
 from mlflow_ztml.controller.desired import Key
 from mlflow_ztml.controller.metrics import Metrics
 from mlflow_ztml.redact import redact_data
@@ -236,8 +236,16 @@ def create_app(controller: ControllerLike, manage_lifecycle: bool = True) -> Fas
     def metrics() -> Response:
         return Response(controller.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    # `/` and `/status` are one resource in two forms and share one guard: the controller has
+    # no login of its own; who may reach its port decides (the chart's Service and
+    # NetworkPolicy, docs/controller.md "Operations").
     @app.get("/status")
     def status() -> JSONResponse:
         return JSONResponse(redact_data(controller.status()))
+
+    @app.get("/", response_class=HTMLResponse)
+    def status_page_view() -> HTMLResponse:
+        page = status_page.render(redact_data(controller.status()))
+        return HTMLResponse(page, headers=status_page.HEADERS)
 
     return app

@@ -19,6 +19,9 @@ evidence: the key remembers a fingerprint (version, the version's non-ztml tags,
 tags, logged-model metrics, datasets, the serving version and the policy bundle's hash), both
 in memory and as the version tag `ztml.<env>.rejected_fingerprint`, so a restart does not
 re-run the gate either. Any change to those inputs makes a new fingerprint and a new attempt.
+The poll checks every rejected key in bulk (`Reconciler._unchanged_rejections`) and queues
+only those whose evidence changed, so an idle registry costs MLflow the same few requests
+however many versions were rejected.
 """
 
 from __future__ import annotations
@@ -29,28 +32,34 @@ import json
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from collections import deque
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from mlflow_ztml.config import Settings
 from mlflow_ztml.controller.desired import (
     Desired,
     Key,
+    ModelSnapshot,
     RegistryView,
     compute_desired,
     is_managed,
 )
 from mlflow_ztml.controller.metrics import Metrics
 from mlflow_ztml.errors import ConfigError, ZtmlError
-from mlflow_ztml.pipeline import DeployOptions, Pipeline, default_deployment_name
+from mlflow_ztml.pipeline import DeployOptions, Outcome, Pipeline, default_deployment_name
 from mlflow_ztml.redact import safe
-from mlflow_ztml.registry import VersionFacts
+from mlflow_ztml.registry import VersionFacts, add_run, facts_of_version
 from mlflow_ztml.runtimes.base import DeploymentStatus, Runtime
 
 log = logging.getLogger("mlflow_ztml.controller")
 
 Action = Literal["not_managed", "in_sync", "deploy", "rejected_unchanged", "undeploy", "error"]
 REJECTED_FINGERPRINT_TAG = "rejected_fingerprint"
+# What a person reads on the version (`ztml.<env>.<field>`): why an alias/stage/tag did not win,
+# and what the controller waits for before it tries again.
+CONFLICT_TAG = "conflict"
+WAITING_TAG = "waiting"
 
 
 class ReconcileFailed(ZtmlError):
@@ -72,6 +81,45 @@ class KeyReport:
     conflicts: list[str] = field(default_factory=list)
     seconds: float = 0.0
     at: float = field(default_factory=time.time)
+    # what serves after this reconcile (the status page's row): version, endpoint, since when
+    serving_version: str | None = None
+    endpoint: str | None = None
+    since: float | None = None
+
+
+@dataclass
+class DecisionReport:
+    """One gate decision the controller's pipeline made (served by `/status` and `/`), so a
+    person sees why a version was rejected without opening MLflow."""
+
+    model: str
+    environment: str
+    version: str
+    outcome: str
+    decision: str | None  # "allow" | "deny"; None when the pipeline stopped before the gate
+    reasons: list[str] = field(default_factory=list)  # the denies, or the error
+    warnings: list[str] = field(default_factory=list)
+    audit_run_id: str | None = None
+    audit_experiment_id: str | None = None
+    at: float = field(default_factory=time.time)
+
+    @classmethod
+    def from_outcome(cls, outcome: Outcome) -> DecisionReport:
+        decision = outcome.decision
+        reasons = list(decision.deny) if decision is not None else []
+        if not reasons and outcome.error:
+            reasons = [outcome.error]
+        return cls(
+            model=outcome.model_name,
+            environment=outcome.environment,
+            version=outcome.model_version,
+            outcome=outcome.status,
+            decision=None if decision is None else ("allow" if decision.allow else "deny"),
+            reasons=[safe(r, 500) for r in reasons],
+            warnings=[safe(w, 500) for w in (decision.warn if decision is not None else [])],
+            audit_run_id=outcome.audit_run_id,
+            audit_experiment_id=outcome.audit_experiment_id,
+        )
 
 
 def policy_fingerprint(settings: Settings) -> str:
@@ -90,6 +138,49 @@ def policy_fingerprint(settings: Settings) -> str:
             material = {"error": str(exc)}
     blob = json.dumps(material, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What the controller remembers of a rejection, in memory and in the version tag
+    `ztml.<env>.rejected_fingerprint` as `FINGERPRINT:STAMP`.
+
+    `fingerprint` covers everything the gate reads (`evidence_fingerprint`); `stamp` is the
+    same without the logged model's metrics, so the poll can check it from bulk reads (one
+    version search, one run search) instead of reading every rejected version on its own. In
+    MLflow 3 a logged model's metrics are logged through a run (`log_metric(run_id, ...,
+    model_id=...)`), so they move the run's metrics as well; MLflow's `last_updated_timestamp`
+    does not help here: neither a version tag nor a run metric changes it."""
+
+    version: str
+    fingerprint: str
+    stamp: str
+
+    def tag_value(self) -> str:
+        return f"{self.fingerprint}:{self.stamp}"
+
+    @classmethod
+    def from_tag(cls, version: str, value: str | None) -> Judgement | None:
+        """None for an absent or cleared tag; an older tag (fingerprint only) has no stamp."""
+        fingerprint, _, stamp = (value or "").partition(":")
+        return cls(version, fingerprint, stamp) if fingerprint else None
+
+
+def judge(facts: VersionFacts, policy_hash: str, serving: str | None) -> Judgement:
+    return Judgement(
+        facts.version,
+        evidence_fingerprint(facts, policy_hash, serving),
+        poll_stamp(facts, policy_hash, serving),
+    )
+
+
+def poll_stamp(facts: VersionFacts, policy_hash: str, serving: str | None) -> str:
+    """`evidence_fingerprint` without the logged model's metrics (see `Judgement`)."""
+    return evidence_fingerprint(replace(facts, model_metrics={}), policy_hash, serving)
+
+
+def rejected_tag(environment: str) -> str:
+    return f"ztml.{environment}.{REJECTED_FINGERPRINT_TAG}"
 
 
 def evidence_fingerprint(facts: VersionFacts, policy_hash: str, serving: str | None) -> str:
@@ -131,9 +222,11 @@ class Reconciler:
         self.view = view or RegistryView(pipeline.registry, self.config)
         self.environments = sorted(settings.environments)
         self.policy_hash = policy_fingerprint(settings)
-        self._rejected: dict[Key, tuple[str, str]] = {}  # key -> (version, fingerprint)
+        self._rejected: dict[Key, Judgement] = {}
         self._reports: dict[Key, KeyReport] = {}
+        self._decisions: deque[DecisionReport] = deque(maxlen=self.config.status_decisions)
         self._warned: set[str] = set()
+        self._conflict_notes: dict[Key, dict[str, str]] = {}  # what the conflict tags say now
         self._lock = threading.Lock()
         self._runtimes: dict[str, Runtime] = {}
 
@@ -169,6 +262,7 @@ class Reconciler:
             desired = state.wanted.get(key.environment)
             report.conflicts = [c for c in state.conflicts if f" in {key.environment}:" in c]
             self._warn_once(state.problems)
+            self._mark_conflicts(key, snapshot, state.conflict_notes.get(key.environment, {}))
         if desired is not None:
             report.desired_version, report.desired_source = desired.version, desired.detail
 
@@ -182,6 +276,9 @@ class Reconciler:
             )
         if actual is not None:
             report.actual_version, report.actual_state = actual.model_version, actual.state
+            if actual.state == "running":
+                report.serving_version, report.endpoint = actual.model_version, actual.endpoint
+                report.since = actual.started_at
 
         if desired is None:
             if actual is not None and self.config.prune.get(key.environment, False):
@@ -189,6 +286,7 @@ class Reconciler:
                 log.info("%s: nothing asks for a version any more; undeploying %s", key, name)
                 self.pipeline.delete(name, key.environment)
                 report.outcome = "deleted"
+                report.serving_version = report.endpoint = report.since = None
                 self.metrics.deployments.labels(key.environment, "deleted").inc()
             else:
                 report.action = "in_sync"
@@ -210,8 +308,8 @@ class Reconciler:
         for problem in fresh:
             log.warning("%s", problem)
 
-    def _fingerprint(self, uri: str, serving: str | None) -> str:
-        return evidence_fingerprint(self.pipeline.registry.resolve(uri), self.policy_hash, serving)
+    def _judge(self, uri: str, serving: str | None) -> Judgement:
+        return judge(self.pipeline.registry.resolve(uri), self.policy_hash, serving)
 
     def _deploy(
         self,
@@ -222,18 +320,35 @@ class Reconciler:
         report: KeyReport,
     ) -> None:
         uri = f"models:/{key.model}/{desired.version}"
-        serving = actual.model_version if actual is not None and actual.state == "running" else None
-        tag = f"ztml.{key.environment}.{REJECTED_FINGERPRINT_TAG}"
+        serving = _serving(actual)
+        tag = rejected_tag(key.environment)
         with self._lock:
             remembered = self._rejected.get(key)
+        earlier = [
+            judgement
+            for judgement in (
+                remembered,
+                Judgement.from_tag(desired.version, version_tags.get(tag)),
+            )
+            if judgement is not None and judgement.version == desired.version
+        ]
         # Reading the evidence costs a few MLflow calls: only when this version was rejected.
-        if (remembered and remembered[0] == desired.version) or tag in version_tags:
-            fingerprint = self._fingerprint(uri, serving)
-            if remembered == (desired.version, fingerprint) or version_tags.get(tag) == fingerprint:
+        if earlier:
+            current = self._judge(uri, serving)
+            if any(judgement.fingerprint == current.fingerprint for judgement in earlier):
                 report.action = "rejected_unchanged"
                 report.outcome = "rejected"
+                with self._lock:
+                    self._rejected[key] = current
+                if version_tags.get(tag) != current.tag_value():  # e.g. an older tag: no stamp
+                    with contextlib.suppress(ZtmlError):
+                        self.pipeline.registry.set_version_tags(
+                            key.model, desired.version, {tag: current.tag_value()}
+                        )
                 return
         report.action = "deploy"
+        with self._lock:  # a deploy takes a while: /status and / show it in progress
+            self._reports[key] = replace(report, conflicts=list(report.conflicts))
         log.info(
             "%s: deploying v%s (%s); serving now: %s",
             key,
@@ -251,6 +366,12 @@ class Reconciler:
         )
         report.outcome = outcome.status
         self.metrics.deployments.labels(key.environment, outcome.status).inc()
+        with self._lock:
+            self._decisions.append(DecisionReport.from_outcome(outcome))
+        if outcome.status in ("deployed", "unchanged"):
+            report.serving_version, report.endpoint = desired.version, outcome.endpoint
+            if outcome.status == "deployed":
+                report.since = time.time()
         log.info(
             "%s: v%s %s%s [%s]",
             key,
@@ -261,11 +382,13 @@ class Reconciler:
         )
         if outcome.status == "rejected":
             with contextlib.suppress(ZtmlError):  # memory is an optimisation, not a must
-                fingerprint = self._fingerprint(uri, serving)
+                judgement = self._judge(uri, serving)
                 with self._lock:
-                    self._rejected[key] = (desired.version, fingerprint)
+                    self._rejected[key] = judgement
                 self.pipeline.registry.set_version_tags(
-                    key.model, desired.version, {tag: fingerprint}
+                    key.model,
+                    desired.version,
+                    {tag: judgement.tag_value(), self._tag(key, WAITING_TAG): self._waits_for()},
                 )
             if outcome.decision is not None:
                 report.error = safe("; ".join(outcome.decision.deny), 2000)
@@ -274,25 +397,32 @@ class Reconciler:
             self._rejected.pop(key, None)
         if version_tags.get(tag) and outcome.status in ("deployed", "unchanged"):
             with contextlib.suppress(ZtmlError):  # the rejection is history now
-                self.pipeline.registry.set_version_tags(key.model, desired.version, {tag: ""})
+                self.pipeline.registry.delete_version_tags(key.model, desired.version, [tag])
         if outcome.status in ("failed", "rolled_back"):
+            with contextlib.suppress(ZtmlError):  # the retry happens whether or not this lands
+                self.pipeline.registry.set_version_tags(
+                    key.model, desired.version, {self._tag(key, WAITING_TAG): self._retries()}
+                )
             raise ReconcileFailed(
                 f"v{desired.version} {outcome.status}: {outcome.error or 'no detail'}"
             )
 
     # ---- all keys (the poll) ---------------------------------------------------------------
 
-    def differences(self) -> list[Key]:
+    def differences(self, full: bool = True) -> list[Key]:
         """Keys whose actual state differs from the desired one, or may (rejected versions are
-        included: their evidence can change without any webhook, e.g. a run metric)."""
+        included: their evidence can change without any webhook, e.g. a run metric). `full`
+        re-lists the whole registry; otherwise only models changed since the last listing are
+        read (`RegistryView.snapshots`), and every key is still compared."""
         desired: dict[Key, Desired] = {}
         managed: set[str] = set()
-        for snapshot in self.view.snapshots():
+        conflicted: set[Key] = set()  # a conflict appeared, changed or went: its tags follow
+        for snapshot in self.view.snapshots(full=full):
             managed.add(snapshot.name)
-            for env, wanted in compute_desired(
-                snapshot, self.config, self.environments
-            ).wanted.items():
+            state = compute_desired(snapshot, self.config, self.environments)
+            for env, wanted in state.wanted.items():
                 desired[Key(snapshot.name, env)] = wanted
+            conflicted |= self._conflicts_changed(snapshot.name, state.conflict_notes)
         self.metrics.registry_up.set(1)
         actual, unreachable = self._actual(managed)
         keys: set[Key] = set()
@@ -301,10 +431,86 @@ class Reconciler:
             # the worker's own attempt retries with backoff and says why in /status.
             if key.environment in unreachable or not _serves(actual.get(key), wanted.version):
                 keys.add(key)
+        keys -= self._unchanged_rejections(
+            {k: desired[k].version for k in keys if k.environment not in unreachable}, actual
+        )
         for key in actual:
             if key not in desired and self.config.prune.get(key.environment, False):
                 keys.add(key)
-        return sorted(keys)
+        return sorted(keys | conflicted)
+
+    # ---- what a person reads on the version ------------------------------------------------
+
+    @staticmethod
+    def _tag(key: Key, field: str) -> str:
+        return f"ztml.{key.environment}.{field}"
+
+    def _waits_for(self) -> str:
+        every = f"{self.config.poll_interval_seconds:g} s"
+        return (
+            f"rejected on this evidence; re-checked at every poll (every {every}): a new "
+            "metric, tag or policy starts a new attempt"
+        )
+
+    def _retries(self) -> str:
+        return (
+            f"retried with backoff (at most {self.config.backoff_max_seconds:g} s between "
+            "attempts); any change to this model retries at once"
+        )
+
+    def _mark_conflicts(self, key: Key, snapshot: ModelSnapshot, notes: dict[str, str]) -> None:
+        """`ztml.<env>.conflict` on every version an alias/stage/tag conflict involves (why it
+        does or does not deploy), removed once the conflict is gone; only changes are written.
+        Best effort: a lost note must not stop the deploy."""
+        tag = self._tag(key, CONFLICT_TAG)
+        registry = self.pipeline.registry
+        with contextlib.suppress(ZtmlError):
+            for version, tags in sorted(snapshot.version_tags.items()):
+                note, shown = notes.get(version), tags.get(tag)
+                if note and note != shown:
+                    registry.set_version_tags(key.model, version, {tag: note})
+                elif not note and shown is not None:
+                    registry.delete_version_tags(key.model, version, [tag])
+            with self._lock:
+                self._conflict_notes[key] = notes
+
+    def _conflicts_changed(self, model: str, notes: dict[str, dict[str, str]]) -> set[Key]:
+        """Keys of `model` whose conflict notes differ from what the tags say (a stage that
+        lost to an alias queues no deploy, yet its version must say why it does not run)."""
+        with self._lock:
+            shown = {k: v for k, v in self._conflict_notes.items() if k.model == model}
+        envs = set(notes) | {key.environment for key in shown}
+        return {
+            Key(model, env) for env in envs if notes.get(env, {}) != shown.get(Key(model, env), {})
+        }
+
+    def _unchanged_rejections(
+        self, wanted: dict[Key, str], actual: dict[Key, DeploymentStatus]
+    ) -> set[Key]:
+        """The keys among `wanted` (key -> the version it should run) whose version was
+        rejected on evidence that has not changed since: not queued, so an idle registry costs
+        MLflow one version search per environment with differences plus one run search per
+        100 rejected versions, however many there are, and a restart re-judges nothing (the
+        judgement is read back from the version tags)."""
+        judged: dict[Key, tuple[Judgement, Any]] = {}
+        for env in sorted({key.environment for key in wanted}):
+            tag = rejected_tag(env)
+            for version in self.view.versions_with_tag(tag):
+                key = Key(version.name, env)
+                judgement = Judgement.from_tag(str(version.version), version.tags.get(tag))
+                if judgement and judgement.stamp and wanted.get(key) == judgement.version:
+                    judged[key] = (judgement, version)
+        if not judged:
+            return set()
+        runs = self.pipeline.registry.runs([v.run_id for _, v in judged.values() if v.run_id])
+        unchanged: set[Key] = set()
+        for key, (judgement, version) in judged.items():
+            facts = facts_of_version(version)
+            if facts.run_id:
+                add_run(facts, runs.get(facts.run_id))
+            if poll_stamp(facts, self.policy_hash, _serving(actual.get(key))) == judgement.stamp:
+                unchanged.add(key)
+        return unchanged
 
     def _actual(self, managed: set[str]) -> tuple[dict[Key, DeploymentStatus], set[str]]:
         """Deployments of managed models per key, and the environments whose runtime could
@@ -340,6 +546,16 @@ class Reconciler:
     def reports(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             return {str(key): asdict(report) for key, report in sorted(self._reports.items())}
+
+    def decisions(self) -> list[dict[str, Any]]:
+        """The most recent gate decisions, newest first (`controller.status_decisions`)."""
+        with self._lock:
+            return [asdict(decision) for decision in reversed(self._decisions)]
+
+
+def _serving(actual: DeploymentStatus | None) -> str | None:
+    """The version that serves (what the gate compares a candidate with), if any."""
+    return actual.model_version if actual is not None and actual.state == "running" else None
 
 
 def _serves(actual: DeploymentStatus | None, version: str) -> bool:

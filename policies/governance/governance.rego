@@ -7,7 +7,9 @@
 #         `enforcement` says per check whether a finding denies, warns or is off
 #         (policies/data.json ships local, staging and production; ztml.yaml overrides them).
 # Output: deny (set of messages), warn (set of messages), allow (true iff deny is empty),
-#         findings (every finding with its check id and level, for tooling).
+#         findings (every finding with its check id and level, for tooling),
+#         checks (every rule with its observed value, threshold and result, for people;
+#         see "checks" at the end of this file).
 #
 # Messages name the metric, the value, the threshold and the environment, e.g.
 # "accuracy 0.7100 is below the minimum 0.8500 for production".
@@ -699,3 +701,473 @@ _requirements_check(item) := item.check if {
 _requirements_message(item) := item.message if {
 	is_string(item.message)
 } else := "the requirements check reported a finding without a message"
+
+# --- checks: every rule as a person reads it --------------------------------------------------
+#
+# What was checked, what was observed, against which threshold, and the result: for the audit
+# run's report.html, `ztml gate` and `make demo`; the decision itself is deny/warn/allow.
+# In this file, not a module of its own: regorus evaluates a package spread over several
+# modules wrongly (tests saw allow undefined).
+#
+# Output: checks, a set of {"id", "title", "observed", "threshold", "result"} (all strings),
+#         result "pass" | "warn" | "deny" | "off" (off: the environment does not enforce it,
+#         or enforces it but the rule found something it is told to ignore).
+#         One check per metric minimum, fairness bound and regression metric; one per other
+#         rule. A check's result agrees with the decision: it is the worst level among the
+#         findings of the check's enforcement ids (checks_test.rego asserts it).
+#
+# Engines are asked for deny/warn/allow to decide and for checks only when a person will read
+# them (mlflow_ztml/gate.py), so checks cost a decision nothing.
+
+# _worst(ids): the result of a check decided by the findings of its enforcement ids.
+_worst(ids) := "deny" if {
+	some f in findings
+	f.check in ids
+	f.level == "deny"
+} else := "warn" if {
+	some f in findings
+	f.check in ids
+	f.level == "warn"
+} else := "off" if {
+	some f in findings
+	f.check in ids
+} else := "off" if {
+	count([id | some id in ids; lib.level(gov, id) != "off"]) == 0
+} else := "pass"
+
+_check(id, title, observed, threshold, result) := {
+	"id": id,
+	"title": title,
+	"observed": observed,
+	"threshold": threshold,
+	"result": result,
+}
+
+# _shown(x) renders an observed value: numbers with four decimals, "absent" when never recorded.
+_shown(x) := lib.fmt(x) if is_number(x)
+
+else := "absent" if x == null
+
+else := x if is_string(x)
+
+else := json.marshal(x)
+
+_names(xs) := "none" if count(xs) == 0
+
+else := lib.join(xs)
+
+_count(n, one, many) := sprintf("%d %s", [n, one]) if n == 1
+
+else := sprintf("%d %s", [n, many])
+
+# --- metrics, fairness, drift -------------------------------------------------------------
+
+checks contains c if {
+	is_object(_metrics)
+	some name, minimum in minimums
+	value := object.get(_metrics, name, null)
+	c := _check(
+		concat(".", ["metrics", name]),
+		sprintf("minimum %s", [name]),
+		_shown(value),
+		sprintf(">= %s", [lib.fmt(minimum)]),
+		_metric_result(value, minimum),
+	)
+}
+
+_metric_result(value, minimum) := lib.level(gov, "metrics_missing") if not is_number(value)
+
+else := lib.level(gov, "metrics") if value < minimum
+
+else := "off" if lib.level(gov, "metrics") == "off"
+
+else := "pass"
+
+checks contains c if {
+	is_object(model)
+	some metric, maximum in gov.max_fairness
+	value := object.get(_object_or_empty(object.get(spec, "fairness", null)), metric, null)
+	c := _check(
+		concat(".", ["fairness", metric]),
+		sprintf("fairness %s", [metric]),
+		_fairness_observed(value),
+		sprintf("|x| <= %s", [lib.fmt(maximum)]),
+		_fairness_result(value, maximum),
+	)
+}
+
+_fairness_observed(value) := _shown(value) if is_number(value)
+
+else := "no fairness evaluation" if not spec.fairness
+
+else := "absent"
+
+_fairness_result(value, maximum) := lib.level(gov, "fairness_missing") if not is_number(value)
+
+else := lib.level(gov, "fairness") if abs(value) > maximum
+
+else := "off" if lib.level(gov, "fairness") == "off"
+
+else := "pass"
+
+_drift_values := {name: value | some name, value in _object_or_empty(object.get(spec, "drift", null)); is_number(value)}
+
+checks contains c if {
+	is_object(model)
+	c := _check(
+		"drift",
+		"feature drift",
+		_drift_observed,
+		sprintf("warn above %s, deny above %s", [lib.fmt(gov.drift_warn_above), lib.fmt(gov.drift_deny_above)]),
+		_worst({"drift", "drift_warning"}),
+	)
+}
+
+_drift_observed := "none recorded" if {
+	count(_drift_values) == 0
+} else := sprintf("max %s %s (%s)", [name, lib.fmt(top), _count(count(_drift_values), "feature", "features")]) if {
+	top := max([value | some value in _drift_values])
+	name := sort([n | some n, v in _drift_values; v == top])[0]
+}
+
+# --- model, dependencies, lineage ---------------------------------------------------------
+
+checks contains c if {
+	is_object(model)
+	c := _check(
+		"framework",
+		"framework allowed",
+		_shown(object.get(model, "framework", null)),
+		sprintf("one of %s", [lib.join(gov.allowed_frameworks)]),
+		_worst({"framework"}),
+	)
+}
+
+checks contains c if {
+	is_object(model)
+	c := _check(
+		"dependencies",
+		"dependencies recorded",
+		_dependencies_observed,
+		"requirements recorded",
+		_worst({"dependencies_missing"}),
+	)
+}
+
+_dependencies_observed := _count(count(_dependencies), "dependency", "dependencies") if {
+	is_array(object.get(spec, "dependencies", null))
+} else := "none recorded"
+
+checks contains c if {
+	is_object(model)
+	outside := {object.get(dep, "name", "") |
+		some dep in _dependencies
+		not _normalised(object.get(dep, "name", "")) in gov.allowed_dependencies
+	}
+	c := _check(
+		"dependency_allowlist",
+		"dependencies on the allowlist",
+		_outside_observed(outside),
+		_count(count(gov.allowed_dependencies), "allowed package", "allowed packages"),
+		_worst({"dependency_allowlist"}),
+	)
+}
+
+_outside_observed(outside) := sprintf("all %d allowed", [count(_dependencies)]) if {
+	count(outside) == 0
+} else := sprintf("not allowed: %s", [lib.join(outside)])
+
+checks contains c if {
+	is_object(model)
+	unpinned := {object.get(f, "message", "") | some f in findings; f.check == "dependency_pinning"}
+	c := _check(
+		"dependency_pinning",
+		"dependencies pinned",
+		sprintf("%d of %d pinned", [count(_dependencies) - count(unpinned), count(_dependencies)]),
+		"==VERSION",
+		_worst({"dependency_pinning"}),
+	)
+}
+
+checks contains c if {
+	is_object(model)
+	hits := {f.message | some f in findings; f.check == "vulnerable_dependency"}
+	c := _check(
+		"vulnerable_dependency",
+		"no known-vulnerable versions",
+		_vulnerable_observed(count(hits)),
+		_count(count(gov.vulnerable_dependencies), "advisory", "advisories"),
+		_worst({"vulnerable_dependency"}),
+	)
+}
+
+_vulnerable_observed(0) := "none admitted"
+
+_vulnerable_observed(n) := _count(n, "dependency admits one", "dependencies admit one") if n > 0
+
+checks contains c if {
+	is_object(model)
+	sources := object.get(spec, "data_sources", [])
+	outside := {f.message | some f in findings; f.check == "lineage_unapproved"}
+	c := _check(
+		"lineage",
+		"training data lineage approved",
+		_lineage_observed(count(sources), count(outside)),
+		sprintf("under %s%s", [lib.join(gov.approved_data_prefixes), _approved_sources_note]),
+		_worst({"lineage_missing", "lineage_unapproved"}),
+	)
+}
+
+_lineage_observed(0, _) := "no data sources"
+
+_lineage_observed(n, 0) := sprintf("%s, all approved", [_count(n, "source", "sources")]) if n > 0
+
+_lineage_observed(n, bad) := sprintf("%s, %d outside", [_count(n, "source", "sources"), bad]) if {
+	n > 0
+	bad > 0
+}
+
+checks contains c if {
+	is_object(model)
+	c := _check(
+		"signature",
+		"model signature",
+		_present(object.get(model, "signature", null)),
+		"present",
+		_worst({"signature"}),
+	)
+}
+
+_present(x) := "absent" if {
+	x == null
+} else := "absent" if {
+	x == false
+} else := "present"
+
+checks contains c if {
+	is_object(model)
+	c := _check(
+		"insecure_uri",
+		"model artifacts over a secure scheme",
+		_shown(object.get(model, "uri", null)),
+		sprintf("not %s", [lib.join(gov.insecure_uri_prefixes)]),
+		_worst({"insecure_uri"}),
+	)
+}
+
+# --- regression and latency against the serving version -----------------------------------
+
+checks contains c if {
+	is_object(model)
+	some metric in gov.regression_metrics
+	before := object.get(spec, ["serving", "metrics", metric], null)
+	now := object.get(_metrics, metric, null)
+	c := _check(
+		concat(".", ["regression", metric]),
+		sprintf("%s drop against the serving version", [metric]),
+		_regression_observed(before, now),
+		sprintf("drop <= %s", [lib.fmt(gov.max_regression)]),
+		_regression_result(before, now),
+	)
+}
+
+_regression_observed(before, now) := sprintf("%s (%s -> %s, serving v%s)", [lib.fmt(before - now), lib.fmt(before), lib.fmt(now), _serving_version]) if {
+	is_number(before)
+	is_number(now)
+} else := "no serving version to compare" if {
+	not is_number(before)
+} else := "not comparable (metric absent)"
+
+_regression_result(before, now) := lib.level(gov, "regression") if {
+	is_number(before)
+	is_number(now)
+	lib.exceeds(before - now, gov.max_regression)
+} else := "off" if {
+	lib.level(gov, "regression") == "off"
+} else := "pass"
+
+checks contains c if {
+	is_object(model)
+	now := object.get(spec, ["inference", "latency_p99_ms"], null)
+	before := object.get(spec, ["serving", "latency_p99_ms"], null)
+	c := _check(
+		"latency_regression",
+		"p99 latency against the serving version",
+		_latency_observed(before, now),
+		sprintf("<= %s times the serving version", [lib.fmt(gov.max_latency_ratio)]),
+		_worst({"latency_regression"}),
+	)
+}
+
+_latency_observed(before, now) := sprintf("%s times (%s ms -> %s ms)", [lib.fmt(now / before), lib.fmt(before), lib.fmt(now)]) if {
+	is_number(before)
+	is_number(now)
+	before > 0
+} else := "nothing to compare"
+
+# --- provenance ---------------------------------------------------------------------------
+
+checks contains c if {
+	is_object(model)
+	c := _check(
+		"experiment",
+		"MLflow experiment recorded",
+		_shown(object.get(model, "experiment_id", null)),
+		"recorded",
+		_worst({"experiment_missing"}),
+	)
+}
+
+checks contains c if {
+	is_object(model)
+	c := _check(
+		"model_version",
+		"model version recorded",
+		_shown(object.get(model, "version", null)),
+		"recorded",
+		_worst({"model_version_missing"}),
+	)
+}
+
+checks contains c if {
+	is_object(model)
+	c := _check(
+		"model_version_format",
+		"semantic version",
+		_shown(object.get(model, "version", null)),
+		"MAJOR.MINOR.PATCH",
+		_worst({"model_version_format"}),
+	)
+}
+
+checks contains c if {
+	is_object(model)
+	required := [label | some label in object.get(gov, "required_labels", []); is_string(label)]
+	labels := _object_or_empty(object.get(input.manifest, ["metadata", "labels"], {}))
+	present := [label | some label in required; _non_empty_string(object.get(labels, label, null))]
+	c := _check(
+		"required_labels",
+		"manifest labels",
+		sprintf("%d of %d present", [count(present), count(required)]),
+		_names(required),
+		_worst({"required_labels"}),
+	)
+}
+
+# --- inference, monitoring, explainability, training --------------------------------------
+
+checks contains c if {
+	is_object(model)
+	resources := _object_or_empty(object.get(spec, ["inference", "resources"], {}))
+	missing := [concat(".", path) | some path in _resource_paths; not _quantity(object.get(resources, path, null))]
+	c := _check(
+		"resources",
+		"inference resources",
+		_missing_observed(missing),
+		"cpu and memory requests and limits",
+		_worst({"resources_missing"}),
+	)
+}
+
+_missing_observed(missing) := "all set" if count(missing) == 0
+
+else := sprintf("missing %s", [concat(", ", missing)])
+
+checks contains c if {
+	is_object(model)
+	c := _check(
+		"autoscaling",
+		"autoscaling",
+		_section_observed(object.get(spec, ["inference", "autoscaling"], null)),
+		"on",
+		_worst({"autoscaling_missing"}),
+	)
+}
+
+_section_observed(section) := "on" if _switched_on(section)
+
+else := _section_state(section)
+
+checks contains c if {
+	is_object(model)
+	c := _check(
+		"monitoring",
+		"monitoring enabled",
+		_shown(object.get(spec, ["monitoring", "enabled"], null)),
+		"true",
+		_worst({"monitoring_disabled"}),
+	)
+}
+
+checks contains c if {
+	is_object(model)
+	some part, what in {"drift_detection": "drift detection", "alerting": "alerting"}
+	id := concat("_", ["monitoring", part])
+	c := _check(
+		id,
+		sprintf("monitoring %s", [what]),
+		_section_observed(object.get(spec, ["monitoring", part], null)),
+		"on",
+		_worst({id}),
+	)
+}
+
+checks contains c if {
+	is_object(model)
+	c := _check(
+		"explainability",
+		"explainability method",
+		_shown(object.get(spec, ["explainability", "method"], null)),
+		"recorded",
+		_worst({"explainability_missing"}),
+	)
+}
+
+checks contains c if {
+	is_object(model)
+	c := _check(
+		"training_samples",
+		"training samples",
+		_samples_observed,
+		sprintf(">= %s (recommended %s)", [_whole(gov.min_training_samples), _whole(gov.recommended_training_samples)]),
+		_worst({"training_samples_missing", "training_samples", "training_samples_low"}),
+	)
+}
+
+_samples_observed := _whole(_samples) if is_number(_samples)
+
+else := "absent"
+
+# --- requirements (judged only when the caller checked them) -------------------------------
+
+checks contains c if {
+	is_object(model)
+	report := input.requirements
+	is_object(report)
+	problems := {item.message | some item in object.get(report, "findings", []); is_object(item)}
+	c := _check(
+		"requirements",
+		"installable and loadable where it runs",
+		_requirements_observed(report, count(problems)),
+		sprintf("installs on %s", [_shown(object.get(report, "target", null))]),
+		_requirements_result,
+	)
+}
+
+_requirements_observed(report, 0) := sprintf("%s, no problems", [_shown(object.get(report, "status", null))])
+
+_requirements_observed(report, n) := sprintf("%s, %s", [_shown(object.get(report, "status", null)), _count(n, "problem", "problems")]) if n > 0
+
+# Requirements findings take their level from the requirements settings, not governance's.
+_requirements_result := "deny" if {
+	some f in findings
+	f.check in _requirements_checks
+	f.level == "deny"
+} else := "warn" if {
+	some f in findings
+	f.check in _requirements_checks
+	f.level == "warn"
+} else := "off" if {
+	some f in findings
+	f.check in _requirements_checks
+} else := "pass"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,7 +17,7 @@ import requests
 from click.testing import CliRunner
 
 from mlflow_ztml.cli import main as cli
-from tests.controller.conftest import serving_pids
+from tests.controller.conftest import registered_controller, serving_pids
 from tests.controller.helpers import alias_created
 from tests.controller.process import ControllerProcess
 from tests.mlflow_server import MlflowServer
@@ -63,29 +62,8 @@ def controller(
     webhook_mlflow: MlflowServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ControllerProcess]:
     home = tmp_path_factory.mktemp("controller")
-    (home / "ztml.yaml").write_text(CONFIG)
-    process = ControllerProcess(home, webhook_mlflow.url)
-    with pytest.MonkeyPatch.context() as patch:
-        # This test process sees the controller's runtime state (TrafficLoop, assertions).
-        patch.setenv("ZTML_HOME", process.env["ZTML_HOME"])
-        patch.setenv("MLFLOW_TRACKING_URI", webhook_mlflow.url)
-        patch.setenv("ZTML_WEBHOOK_SECRET", process.env["ZTML_WEBHOOK_SECRET"])
-        patch.delenv("ZTML_CONFIG", raising=False)
-        patch.chdir(home)
-        result = CliRunner().invoke(cli, ["webhook", "register", "--url", process.url])
-        assert result.exit_code == 0, result.output
-        assert "created webhook ztml-controller" in result.output
-        process.start()
-        try:
-            yield process
-        finally:
-            process.stop()
-            runtime = process_runtime()
-            for status in runtime.list():
-                runtime.delete(status.name)
-            for pid in serving_pids(PREFIX):  # candidates orphaned by the kill test
-                os.killpg(pid, signal.SIGKILL)
-            print(process.log()[-4000:])
+    with registered_controller(home, CONFIG, webhook_mlflow, PREFIX) as process:
+        yield process
 
 
 def _client(server: MlflowServer) -> mlflow.MlflowClient:
@@ -128,12 +106,16 @@ def test_alias_set_moved_and_removed(controller, webhook_mlflow) -> None:
     print(f"alias set -> v1 deployed in {elapsed:.1f} s")
     assert elapsed < 45  # a generous bound for a loaded CI machine; the benchmark measures it
 
-    def recorded() -> dict[str, str] | None:  # tags are written one by one
+    def recorded() -> dict[str, str] | None:  # tags are written one by one, the headline last
         tags = client.get_model_version(model, v1).tags
-        done = tags.get("ztml.staging.status") == "deployed" and "ztml.staging.endpoint" in tags
+        done = tags.get("ztml.staging", "").startswith("deployed ")
         return tags if done else None
 
     tags = wait_for(recorded, 10, "the outcome tags")
+    headline = tags["ztml.staging"]  # sorts first; details follow in ztml.staging.*
+    assert tags["ztml.staging.status"] == "deployed"
+    assert headline.startswith(f"deployed v{v1} · allow · "), headline
+    assert f" · {tags['ztml.staging.endpoint']} · " in headline
     assert controller.metric("ztml_controller_enqueued_total", trigger="webhook") > webhook_before
     endpoint = tags["ztml.staging.endpoint"]
     assert tags["ztml.staging.deployment"] == name
@@ -191,6 +173,32 @@ def test_stage_transition_deploys_at_the_next_poll(controller, webhook_mlflow) -
     _client(webhook_mlflow).transition_model_version_stage(model, v1, "Staging")
     wait_for(lambda: _serving(f"{model}-staging", v1), 60, "stage-driven deployment")
     assert controller.metric("ztml_controller_enqueued_total", trigger="poll") > polls_before
+
+    # an alias naming another version wins over the stage: nothing to deploy, yet both
+    # versions say why (the poll notices the conflict; no webhook is needed)
+    v2 = register_sklearn(webhook_mlflow.url, model, metrics=GOOD_METRICS)
+    client = _client(webhook_mlflow)
+    client.set_registered_model_alias(model, "staging", v1)
+    client.transition_model_version_stage(model, v2, "Staging")
+    key = "ztml.staging.conflict"
+    loser = wait_for(lambda: _tag(webhook_mlflow, model, v2, key), 30, "the conflict tag")
+    assert loser == (
+        f"not deployed to staging (stage Staging): v{v1} (alias staging) takes precedence"
+    )
+    winner = _tag(webhook_mlflow, model, v1, key)
+    assert winner == f"deploys to staging (alias staging) over v{v2} (stage Staging)"
+    assert _serving(f"{model}-staging", v1)
+    assert (_tag(webhook_mlflow, model, v1, "ztml.staging") or "").startswith(
+        f"deployed v{v1} · allow · "
+    )
+
+    # the conflict ends (v2 archived): both versions lose the tag, and once the alias goes
+    # too v1 keeps serving through its stage alone (the next test archives it)
+    client.transition_model_version_stage(model, v2, "Archived")
+    wait_for(lambda: _tag(webhook_mlflow, model, v2, key) is None, 30, "the loser's tag removed")
+    wait_for(lambda: _tag(webhook_mlflow, model, v1, key) is None, 30, "the winner's tag removed")
+    client.delete_registered_model_alias(model, "staging")
+    assert _serving(f"{model}-staging", v1)
 
 
 def _post(controller: ControllerProcess, headers: dict, body: bytes) -> requests.Response:

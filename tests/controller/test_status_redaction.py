@@ -31,7 +31,9 @@ def test_status_and_log_of_a_failed_poll_are_redacted(tmp_path, monkeypatch) -> 
     try:
         controller = Controller(load_settings(), secrets=["webhook-secret"])
         assert controller.poll_once() == []
-        answer = TestClient(create_app(controller, manage_lifecycle=False)).get("/status")
+        client = TestClient(create_app(controller, manage_lifecycle=False))
+        answer = client.get("/status")
+        page = client.get("/")
     finally:
         logging.getLogger().removeHandler(handler)
         logging.getLogger().setLevel(root_level)
@@ -40,6 +42,10 @@ def test_status_and_log_of_a_failed_poll_are_redacted(tmp_path, monkeypatch) -> 
     assert "cannot reach MLflow" in error
     assert "ztml:***@127.0.0.1" in error
     assert SECRET not in answer.text
+    # the status page: the same redacted error, and links into MLflow without the user info
+    assert answer.json()["mlflow_ui"].startswith("http://127.0.0.1:")
+    assert page.status_code == 200 and "ztml:***@127.0.0.1" in page.text
+    assert SECRET not in page.text and 'href="http://ztml' not in page.text
     log = stream.getvalue()
     assert "poll failed" in log and "ztml:***@" in log
     assert SECRET not in log
