@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import mlflow
 import pytest
 import requests
 
@@ -98,3 +99,18 @@ def counting(url: str) -> Iterator[list[str]]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(requests.Session, "request", request)
         yield seen
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll `check` (against MLflow, the controller or a runtime; never a browser) until it
+    returns something truthy, which is returned; MLflow or HTTP errors count as not yet."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+        except (requests.RequestException, mlflow.exceptions.MlflowException):
+            value = None
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -24,6 +24,7 @@ import uvicorn
 from mlflow_ztml.controller.app import create_app
 from tests.browser import chromium, wait
 from tests.controller.conftest import registered_controller
+from tests.controller.helpers import wait_for
 from tests.controller.process import ControllerProcess
 from tests.controller.test_status_page import HOSTILE, StatusController, sample_status
 from tests.mlflow_server import MlflowServer, free_port
@@ -68,20 +69,6 @@ def controller(
 
 def _client(server: MlflowServer) -> mlflow.MlflowClient:
     return mlflow.MlflowClient(server.url)
-
-
-def _until(check: Any, timeout: float, what: str) -> Any:
-    """Poll a check against MLflow or the controller (not the browser) until it holds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except (requests.RequestException, mlflow.exceptions.MlflowException):
-            value = None
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def _by(kind: str, value: str) -> tuple[str, str]:
@@ -161,7 +148,7 @@ def clicked(browser: Any, controller: ControllerProcess, webhook_mlflow: MlflowS
     wait(browser, _clickable("XPATH", save), "Save aliases").click()
     wait(browser, _gone("CSS_SELECTOR", "[role=dialog]"), "the alias dialog to close")
     # the UI's request may land just after its dialog closes
-    _until(
+    wait_for(
         lambda: client.get_model_version(ALIAS_MODEL, "1").aliases == ["staging"],
         10,
         "the alias in MLflow",
@@ -180,7 +167,7 @@ def clicked(browser: Any, controller: ControllerProcess, webhook_mlflow: MlflowS
     ok = "//div[@role='dialog']//button[normalize-space()='OK']"
     wait(browser, _clickable("XPATH", ok), "the transition's OK").click()
     wait(browser, _gone("CSS_SELECTOR", "[role=dialog]"), "the transition dialog to close")
-    _until(
+    wait_for(
         lambda: client.get_model_version(STAGE_MODEL, "1").current_stage == "Staging",
         10,
         "the stage in MLflow",
@@ -190,8 +177,8 @@ def clicked(browser: Any, controller: ControllerProcess, webhook_mlflow: MlflowS
         tag = client.get_model_version(model, "1").tags.get("ztml.staging", "")
         return tag.startswith("deployed")
 
-    _until(lambda: deployed(ALIAS_MODEL), DEPLOY_SECONDS, "the alias-driven deployment")
-    _until(lambda: deployed(STAGE_MODEL), DEPLOY_SECONDS, "the stage-driven one (next poll)")
+    wait_for(lambda: deployed(ALIAS_MODEL), DEPLOY_SECONDS, "the alias-driven deployment")
+    wait_for(lambda: deployed(STAGE_MODEL), DEPLOY_SECONDS, "the stage-driven one (next poll)")
     seconds = time.monotonic() - started
     print(f"clicks -> both deployed: {seconds:.1f} s")
     return Clicked(tags_before=tags_before, seconds=seconds)
@@ -227,7 +214,7 @@ def test_status_page_shows_deployments_and_rejections(
         return requests.get(f"{controller.url}/status", timeout=5).json()["keys"].get(key)
 
     client.set_registered_model_alias(ALIAS_MODEL, "staging", v2)
-    _until(lambda: (report() or {}).get("outcome") == "rejected", DEPLOY_SECONDS, "v2 rejected")
+    wait_for(lambda: (report() or {}).get("outcome") == "rejected", DEPLOY_SECONDS, "v2 rejected")
 
     started = time.monotonic()
     browser.get(f"{controller.url}/")
@@ -287,7 +274,7 @@ def test_hostile_names_and_reasons_show_as_text(browser: Any) -> None:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        _until(lambda: server.started, 15, "uvicorn")
+        wait_for(lambda: server.started, 15, "uvicorn")
         browser.get(f"http://127.0.0.1:{port}/")
         row = wait(browser, _clickable("CSS_SELECTOR", "#decisions tbody tr"), "a decision row")
         assert _cell(browser, "model", row) == HOSTILE

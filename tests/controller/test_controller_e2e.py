@@ -7,9 +7,8 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import pytest
@@ -18,7 +17,7 @@ from click.testing import CliRunner
 
 from mlflow_ztml.cli import main as cli
 from tests.controller.conftest import registered_controller, serving_pids
-from tests.controller.helpers import alias_created
+from tests.controller.helpers import alias_created, wait_for
 from tests.controller.process import ControllerProcess
 from tests.mlflow_server import MlflowServer
 from tests.models import GOOD_METRICS, register_sklearn
@@ -42,19 +41,6 @@ controller:
   backoff_max_seconds: 3
   ready_timeout_seconds: 90
 """
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except (requests.RequestException, mlflow.exceptions.MlflowException):
-            value = None
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
