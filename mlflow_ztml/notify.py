@@ -34,10 +34,10 @@ import requests
 from prometheus_client import Counter
 from pydantic import BaseModel, Field
 
-from mlflow_ztml import signing
+from mlflow_ztml import links, signing
 from mlflow_ztml.config import NotificationTarget, Settings
 from mlflow_ztml.errors import ConfigError
-from mlflow_ztml.redact import public_url, redact_data
+from mlflow_ztml.redact import redact_data
 
 EVENT_TYPE = "ztml.deployment.v1"
 log = logging.getLogger("ztml.notify")
@@ -293,13 +293,13 @@ class Notifier:
 
 def event_links(settings: Settings, event: DeploymentEvent, experiment_id: str | None) -> None:
     """Add MLflow UI links (model version, audit run) when a UI address is known."""
-    # no user info, query or fragment: a link is shown to everyone the message reaches
-    base = public_url(settings.mlflow.ui_url or settings.tracking_uri())
-    if not base:
-        return
-    event.links["model version"] = f"{base}/#/models/{event.model}/versions/{event.version}"
-    if event.audit_run_id and experiment_id:
-        event.links["audit run"] = f"{base}/#/experiments/{experiment_id}/runs/{event.audit_run_id}"
+    base = links.ui_base(settings)  # no user info, query or fragment; names URL-escaped
+    version = links.version_url(base, event.model, event.version)
+    if version:
+        event.links["model version"] = version
+    run = links.run_url(base, experiment_id, event.audit_run_id)
+    if run:
+        event.links["audit run"] = run
 
 
 def event_from_outcome(outcome: Any, settings: Settings) -> DeploymentEvent:

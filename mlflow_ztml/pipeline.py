@@ -282,10 +282,9 @@ class Pipeline:
         name = _deployment_name(options, facts.name, environment)
         _check_owner(runtime, name, facts.name, environment)
         # The model files download while evidence, gate and signing run (files only: nothing
-        # loads before the gate allows); a copy no deploy took is discarded below.
+        # loads before the gate allows); started inside the try below, whose `finally`
+        # discards a copy no deploy took.
         prefetch = getattr(runtime, "prefetch", None)
-        if prefetch is not None:
-            prefetch(name, facts.uri, self.registry.tracking_uri, self.settings.mlflow.registry_uri)
         tags = VersionRecorder(self.registry, facts.name, facts.version, environment)
         audit = AuditRun(self.registry, self.settings.mlflow.audit_experiment)
         audit_id = audit.start(
@@ -322,6 +321,10 @@ class Pipeline:
             )
         )
         try:
+            if prefetch is not None:
+                prefetch(
+                    name, facts.uri, self.registry.tracking_uri, self.settings.mlflow.registry_uri
+                )
             self._attempt(
                 facts, environment, name, runtime, options, tags, audit, clock, outcome, gating
             )

@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     require_model_signature: bool = Field(
         False, description="refuse to start without a model signature (production)"
     )
+    model_public_key_id: str | None = Field(
+        None,
+        description="sha256:<hex> of the public key's DER that --model-public-key must be: set "
+        "by the control plane, so a key swapped in beside the model files is refused",
+    )
 
     @field_validator("device")
     @classmethod

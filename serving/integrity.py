@@ -9,9 +9,12 @@ used (every file, none ignored). Any difference refuses the start with a `ModelL
 names the file: a changed file, an extra file, a missing file, or a signature made by another
 key. `SERVING_REQUIRE_MODEL_SIGNATURE` (set by ztml where the environment requires signed
 models, production by default) refuses a model that comes without a signature at all.
+A key beside the files proves nothing by itself (whoever can change the files can re-sign them
+and swap the key): `SERVING_MODEL_PUBLIC_KEY_ID`, set by the runtime from the control plane's
+key, names the only key trusted, and a required signature without it is refused.
 
-Imported only when one of these settings is given, so an unsigned model's cold start pays for
-none of this (model-signing and its sigstore dependencies load only here).
+`import serving.integrity` is cheap; model-signing and its sigstore dependencies load only
+inside `check`, so an unsigned model's cold start pays for none of this.
 """
 
 from __future__ import annotations
@@ -89,6 +92,31 @@ def verify(model_dir: Path, signature: Path, public_key: Path) -> None:
         ) from None
 
 
+def key_id(public_key: Path) -> str:
+    """`sha256:<hex>` of the PEM key's DER SubjectPublicKeyInfo (the control plane's key id)."""
+    import hashlib
+
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        key = serialization.load_pem_public_key(public_key.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"model public key {public_key} is not usable: {exc}") from None
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+def _check_key_id(public_key: Path, pinned: str) -> None:
+    found = key_id(public_key)
+    if found != pinned.strip():
+        raise ModelLoadError(
+            f"model public key {public_key} is not the trusted key: its id is {found}, "
+            f"SERVING_MODEL_PUBLIC_KEY_ID says {pinned.strip()}"
+        )
+
+
 def check(settings: Any, model_dir: Path) -> None:
     """Verify `model_dir` as the settings ask; raise ModelLoadError on any failure."""
     signature, public_key = settings.model_signature, settings.model_public_key
@@ -100,5 +128,13 @@ def check(settings: Any, model_dir: Path) -> None:
     if not signature or not public_key:
         missing = "SERVING_MODEL_PUBLIC_KEY" if signature else "SERVING_MODEL_SIGNATURE"
         raise ModelLoadError(f"a model signature needs both files: {missing} is not set")
+    pinned = getattr(settings, "model_public_key_id", None)
+    if pinned:
+        _check_key_id(Path(public_key), pinned)
+    elif settings.require_model_signature:
+        raise ModelLoadError(
+            "signed model files are required and no trusted key id is set "
+            "(SERVING_MODEL_PUBLIC_KEY_ID): a key shipped beside the model proves nothing alone"
+        )
     verify(model_dir, Path(signature), Path(public_key))
     log.info("model files match their signature", extra={"signature": signature})

@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from serving import flavors, mlmodel
+from serving import flavors, integrity, mlmodel
 from serving.config import Settings
 from serving.errors import ModelLoadError
 from serving.loader import ModelSource, resolve
@@ -119,9 +119,7 @@ def _load_sklearn(meta: mlmodel.MLmodel, schema: InputSchema | None) -> SklearnP
 def load(settings: Settings) -> ServedModel:
     """Resolve, download and load the model named by the settings; raises ModelLoadError."""
     source = resolve(settings.model_uri, settings.model_name, settings.model_version)
-    if settings.model_signature or settings.model_public_key or settings.require_model_signature:
-        from serving import integrity  # model-signing is imported only when a check is asked
-
+    if integrity.wanted(settings):  # model-signing is imported only then, inside `check`
         integrity.check(settings, source.path)  # before any model file is read
     meta = mlmodel.read(source.path)
     source.run_id = source.run_id or meta.run_id

@@ -132,9 +132,12 @@ class DockerRuntime:
                 status = self._status(current)
                 if status.state == "running" and status.fingerprint == spec.fingerprint():
                     return status, False
-            if self.image_check is not None:
-                self.image_check(spec)  # refuses before anything is pulled or started
-            self._ensure_image(spec.image)
+            image = spec.image
+            if self.image_check is not None:  # refuses before anything is pulled or started
+                from mlflow_ztml.supply_chain.verification import pinned
+
+                image = pinned(spec.image, self.image_check(spec))  # run what was verified
+            self._ensure_image(image)
             if (
                 current is not None
                 and spec.port is not None
@@ -142,7 +145,7 @@ class DockerRuntime:
             ):
                 self._remove(current)  # a fixed port cannot be shared: no overlap possible
                 current = None
-            candidate = self._start(spec)
+            candidate = self._start(spec, image)
             try:
                 self._wait_ready(candidate, spec.ready_timeout_seconds)
                 verify(self._status(candidate))
@@ -220,7 +223,7 @@ class DockerRuntime:
             f"{LABEL}.started-at": f"{time.time():.3f}",
         }
 
-    def _start(self, spec: DeploymentSpec) -> Any:
+    def _start(self, spec: DeploymentSpec, image: str) -> Any:
         from docker.types import DeviceRequest
 
         environment = {
@@ -257,11 +260,11 @@ class DockerRuntime:
         if spec.gpu:
             options["device_requests"] = [DeviceRequest(count=spec.gpu, capabilities=[["gpu"]])]
         try:
-            container = self.client.containers.run(spec.image, **options)
+            container = self.client.containers.run(image, **options)
         except Exception as exc:
             raise DeployError(
                 f"cannot start a container for {spec.name} v{spec.model_version} from "
-                f"{spec.image}: {safe(exc, 500)}"
+                f"{image}: {safe(exc, 500)}"
             ) from None
         container.reload()
         return container

@@ -637,13 +637,14 @@ class KubernetesRuntime:
             )
         return decision
 
-    def verify_image(self, spec: DeploymentSpec) -> None:
+    def verify_image(self, spec: DeploymentSpec) -> str | None:
         """The image's signature and decision attestation for `spec.environment`, judged by
-        the `ztml.signature` policy; raises ImageVerificationDenied (nothing is applied)."""
+        the `ztml.signature` policy; raises ImageVerificationDenied (nothing is applied).
+        Returns the verified digest: the release runs that, never a tag that may move."""
         from mlflow_ztml.supply_chain.verification import verify_before_start
 
         if spec.image:
-            verify_before_start(
+            facts, _ = verify_before_start(
                 self.settings,
                 self.engine,
                 spec.image,
@@ -651,6 +652,8 @@ class KubernetesRuntime:
                 spec.model_name,
                 spec.model_version,
             )
+            return facts.digest
+        return None
 
     # --- the Runtime protocol ---
 
@@ -659,7 +662,11 @@ class KubernetesRuntime:
         values = self.values_for(spec)
         objects = self.render(spec, values)
         self.check(spec, objects)  # before anything touches the cluster
-        self.verify_image(spec)
+        digest = self.verify_image(spec)
+        if digest and not values["image"]["digest"]:  # a tag: run the digest that was verified
+            values["image"]["digest"] = digest
+            objects = self.render(spec, values)
+            self.check(spec, objects)
         labels = self.release_labels(spec, values)
         backend = self.backend(config)
         chart = self.chart_dir(config)

@@ -36,6 +36,7 @@ last lines of that log.
 from __future__ import annotations
 
 import contextlib
+import glob
 import importlib.util
 import json
 import os
@@ -261,7 +262,12 @@ class ProcessRuntime:
                 fetched = prefetched.result()
         if fetched is not None:
             workdir.parent.mkdir(parents=True, exist_ok=True)
-            fetched.rename(workdir)  # the background download, moved (same file system)
+            try:
+                fetched.rename(workdir)  # the background download, moved (same file system)
+            except OSError:  # swept meanwhile, or not movable: fetch inline instead
+                shutil.rmtree(fetched, ignore_errors=True)
+                fetched = None
+        if fetched is not None:
             model_dir = _model_root(workdir / "model")
         else:
             model_dir = self._download(
@@ -339,7 +345,7 @@ class ProcessRuntime:
             raise
 
     def _retiring_paths(self, name: str) -> list[Path]:
-        return sorted(self.root.glob(f".{name}.retiring-*"))
+        return sorted(self.root.glob(f".{glob.escape(name)}.retiring-*"))
 
     def _retire(self, name: str, record: dict) -> None:
         """Stop the replaced process off the caller's path: after the switch grace (callers

@@ -337,9 +337,10 @@ def generate_key_pair(
     private_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     )
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+    fd = os.open(private_path, flags, 0o600)
+    os.fchmod(fd, stat.S_IRUSR | stat.S_IWUSR)  # --force over a looser file: private first
     with os.fdopen(fd, "wb") as handle:
         handle.write(private_pem)
-    os.chmod(private_path, stat.S_IRUSR | stat.S_IWUSR)
     public_path.write_bytes(LocalSigner(key, str(private_path)).public_key_pem())
     return GeneratedKeys(private_path, public_path, key_id_of(key.public_key()))

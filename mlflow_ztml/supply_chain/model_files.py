@@ -44,6 +44,7 @@ PUBLIC_KEY_FILE = "model-signing.pub"
 IMAGE_SIGNATURE_DIR = "/opt/model-signature"
 AUDIT_DIR = "model-signature"
 REQUIRE_ENV = "SERVING_REQUIRE_MODEL_SIGNATURE"
+KEY_ID_ENV = "SERVING_MODEL_PUBLIC_KEY_ID"
 
 
 class ModelSignature(BaseModel):
@@ -235,7 +236,10 @@ def deployment_settings(
             "require_signed_models) and no signing key is configured: set signing.key "
             "(a PEM file from `ztml keys generate`, env://VAR or awskms://...)"
         )
-    return {REQUIRE_ENV: "true"} if signature is not None or required else {}
+    if signature is None:
+        return {REQUIRE_ENV: "true"} if required else {}
+    # the trusted key travels in the environment the runtime sets, not beside the files
+    return {REQUIRE_ENV: "true", KEY_ID_ENV: signature.key_id}
 
 
 def sign_version(settings: Settings, registry: Registry, model_uri: str) -> ModelSignature | None:
@@ -267,6 +271,7 @@ def record(audit: Any, signature: ModelSignature) -> None:
 def planned_settings(settings: Settings, environment: str) -> dict[str, str]:
     """What `deployment_settings` will give a deploy run, predicted without signing (for
     `plan`'s "already deployed" check): a configured key or a requirement means signed."""
-    signing = settings.signing
-    signs = signing.enabled and bool(signing.key)
-    return {REQUIRE_ENV: "true"} if signs or requires_signed_models(settings, environment) else {}
+    signer = load_signer(settings)  # None when signing is off or no key is configured
+    if signer is not None:
+        return {REQUIRE_ENV: "true", KEY_ID_ENV: signer.key_id}
+    return {REQUIRE_ENV: "true"} if requires_signed_models(settings, environment) else {}

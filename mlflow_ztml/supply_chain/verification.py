@@ -204,6 +204,14 @@ def verify_before_start(
     return facts, decision
 
 
+def pinned(image: str, facts: ImageVerification) -> str:
+    """`image` pinned to the digest that was verified: a tag may move (or name a different
+    local image) between the check and the pull, a digest cannot."""
+    if not facts.digest:
+        return image
+    return str(ImageReference.parse(image).with_digest(facts.digest))
+
+
 def image_check(settings: Settings) -> Callable[[DeploymentSpec], ImageVerification]:
     """The docker runtime's check before it starts `spec.image` (the policy engine is built
     on first use, so constructing a runtime stays cheap)."""

@@ -53,6 +53,7 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "pub": pub,
         "other_sig": other_sig,
         "other_pub": other_pub,
+        "key_id": ours.key_id,
     }
 
 
@@ -88,6 +89,7 @@ def refused(signed: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -
     with_signature = {
         "SERVING_MODEL_SIGNATURE": str(signed["sig"]),
         "SERVING_MODEL_PUBLIC_KEY": str(signed["pub"]),
+        "SERVING_MODEL_PUBLIC_KEY_ID": str(signed["key_id"]),
     }
     flipped = copy("flipped")
     weights = _weights(flipped)
@@ -109,6 +111,26 @@ def refused(signed: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -
         {
             "SERVING_MODEL_SIGNATURE": str(signed["other_sig"]),
             "SERVING_MODEL_PUBLIC_KEY": str(signed["pub"]),
+        },
+        "",
+    )
+    # whoever can change the files re-signs them and swaps the key beside them: the key id the
+    # control plane set in the environment is what is trusted
+    cases["key_swapped"] = (
+        copy("key_swapped"),
+        {
+            "SERVING_MODEL_SIGNATURE": str(signed["other_sig"]),
+            "SERVING_MODEL_PUBLIC_KEY": str(signed["other_pub"]),
+            "SERVING_MODEL_PUBLIC_KEY_ID": str(signed["key_id"]),
+        },
+        "",
+    )
+    cases["required_without_key_id"] = (
+        copy("no_key_id"),
+        {
+            "SERVING_MODEL_SIGNATURE": str(signed["sig"]),
+            "SERVING_MODEL_PUBLIC_KEY": str(signed["pub"]),
+            "SERVING_REQUIRE_MODEL_SIGNATURE": "true",
         },
         "",
     )
@@ -138,6 +160,8 @@ def refused(signed: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -
         ("missing", "do not match their signature (missing: "),
         ("extra", "do not match their signature (extra: "),
         ("other_key", "does not verify with"),
+        ("key_swapped", "is not the trusted key"),
+        ("required_without_key_id", "no trusted key id is set"),
         ("unsigned_required", "requires signed model files"),
     ],
 )
@@ -161,6 +185,7 @@ def test_the_signed_model_starts_and_its_signature_verifies_with_model_signing_i
         {
             "SERVING_MODEL_SIGNATURE": str(signed["sig"]),
             "SERVING_MODEL_PUBLIC_KEY": str(signed["pub"]),
+            "SERVING_MODEL_PUBLIC_KEY_ID": str(signed["key_id"]),
             "SERVING_REQUIRE_MODEL_SIGNATURE": "true",
         },
     )

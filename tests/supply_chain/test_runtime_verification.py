@@ -13,7 +13,11 @@ from mlflow_ztml.runtimes.kubernetes import KubernetesRuntime
 from mlflow_ztml.supply_chain import attestations, keys
 from mlflow_ztml.supply_chain.image_signatures import sign_image
 from mlflow_ztml.supply_chain.registry_client import ImageReference, RegistryClient
-from mlflow_ztml.supply_chain.verification import ImageVerificationDenied
+from mlflow_ztml.supply_chain.verification import (
+    ImageVerification,
+    ImageVerificationDenied,
+    pinned,
+)
 from tests.runtimes.test_kubernetes import FakeHelm
 
 
@@ -135,3 +139,30 @@ def test_kubernetes_runtime_applies_only_images_attested_for_its_environment(
     assert changed and status.state == "running"
     assert [call[0] for call in fakes["models"].calls] == ["install", "test"]
     assert len(seen.statuses) == 1
+
+
+def test_kubernetes_runtime_pins_a_tagged_image_to_the_digest_it_verified(
+    kubernetes, signing_settings: Settings, tiny_image
+) -> None:
+    """A tag may move between the check and the kubelet's pull: the release names the digest
+    (staging: production's deployment policy refuses tags outright). FakeHelm stands in for
+    the cluster (no Kubernetes API server can run here)."""
+    runtime, fakes = kubernetes
+    image = tiny_image()
+    _sign_for(signing_settings, image, "staging")
+    spec = _spec(image, "staging", "credit-tagged").model_copy(
+        update={"image": f"{image.name}:{image.tag}"}
+    )
+    status, changed = runtime.deploy(spec, _Seen())
+    assert changed and status.state == "running"
+    installed = fakes["models"].history("credit-tagged")[-1]
+    assert installed["values"]["image"]["digest"] == image.digest
+    assert f"{image.name}@{image.digest}" in installed["manifest"]
+
+
+def test_pinned_keeps_a_digest_and_pins_a_tag() -> None:
+    digest = "sha256:" + "a" * 64
+    facts = ImageVerification(image="127.0.0.1:5000/m/x:v1", environment="local", digest=digest)
+    assert pinned("127.0.0.1:5000/m/x:v1", facts) == f"127.0.0.1:5000/m/x:v1@{digest}"
+    unknown = ImageVerification(image="x", environment="local")
+    assert pinned("127.0.0.1:5000/m/x:v1", unknown) == "127.0.0.1:5000/m/x:v1"
